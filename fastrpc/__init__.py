@@ -1,0 +1,34 @@
+"""fastrpc: a fast, dependable RPC core for Python.
+
+The wire layer (frame parser and payload codec) is compiled with Cython and
+has a pure-Python twin with the same API; ``EXTENSIONS_ACTIVE`` tells which
+one this process uses (``FASTRPC_NO_EXTENSIONS=1`` forces the fallback).
+"""
+
+from __future__ import annotations
+
+from . import errors as _errors
+from ._impl import HAS_EXTENSIONS as EXTENSIONS_ACTIVE
+from ._impl import IMPLEMENTATION, Decoder, Encoder, Frame, FrameParser, FrameWriter, packb, unpackb
+from ._wire import DEFAULT_MAX_FRAME_SIZE, PROTOCOL_MAJOR, PROTOCOL_MINOR, ExtType, MsgType
+from .errors import *  # noqa: F401,F403
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "EXTENSIONS_ACTIVE",
+    "IMPLEMENTATION",
+    "DEFAULT_MAX_FRAME_SIZE",
+    "PROTOCOL_MAJOR",
+    "PROTOCOL_MINOR",
+    "Decoder",
+    "Encoder",
+    "ExtType",
+    "Frame",
+    "FrameParser",
+    "FrameWriter",
+    "MsgType",
+    "packb",
+    "unpackb",
+    "__version__",
+] + list(_errors.__all__)

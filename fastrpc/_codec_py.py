@@ -1,0 +1,468 @@
+"""Pure-Python payload codec (msgpack-compatible).
+
+The reference twin of ``_codec.pyx``: same classes, same arguments, same
+bytes out, same exceptions.  Used when the extensions are not built or
+``FASTRPC_NO_EXTENSIONS=1`` is set (selection happens in ``_impl.py``).
+
+Encoding follows ``msgpack.packb(obj, use_bin_type=True)`` byte for byte:
+smallest integer form, float64, str8/16/32 for text, bin8/16/32 for bytes.
+Decoding is bounded for untrusted input: every claimed length is checked
+against the bytes actually present before anything is allocated, nesting
+is limited by ``max_depth``, and optional per-kind length limits apply.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Any, Callable, Optional
+
+from ._wire import DEFAULT_MAX_DEPTH, ExtType
+from .errors import DecodeError, EncodeError
+
+__all__ = ["Encoder", "Decoder", "packb", "unpackb", "ExtType"]
+
+_pack_B = struct.Struct(">B").pack
+_pack_H = struct.Struct(">H").pack
+_pack_I = struct.Struct(">I").pack
+_pack_Q = struct.Struct(">Q").pack
+_pack_b = struct.Struct(">b").pack
+_pack_h = struct.Struct(">h").pack
+_pack_i = struct.Struct(">i").pack
+_pack_q = struct.Struct(">q").pack
+_pack_d = struct.Struct(">d").pack
+
+_unpack_H = struct.Struct(">H").unpack_from
+_unpack_I = struct.Struct(">I").unpack_from
+_unpack_Q = struct.Struct(">Q").unpack_from
+_unpack_b = struct.Struct(">b").unpack_from
+_unpack_h = struct.Struct(">h").unpack_from
+_unpack_i = struct.Struct(">i").unpack_from
+_unpack_q = struct.Struct(">q").unpack_from
+_unpack_f = struct.Struct(">f").unpack_from
+_unpack_d = struct.Struct(">d").unpack_from
+
+_FIXEXT = {1: 0xD4, 2: 0xD5, 4: 0xD6, 8: 0xD7, 16: 0xD8}
+
+
+class Encoder:
+    """Encodes Python values as msgpack.
+
+    Parameters:
+        max_depth: deepest container nesting accepted (guards against
+            cyclic structures); deeper values raise :class:`EncodeError`.
+        default: called with any value of an unsupported type; must return
+            an encodable replacement (for instance an :class:`ExtType`).
+    """
+
+    def __init__(
+        self,
+        *,
+        max_depth: int = DEFAULT_MAX_DEPTH,
+        default: Optional[Callable[[Any], Any]] = None,
+    ) -> None:
+        if max_depth < 0:
+            raise ValueError("max_depth must be >= 0")
+        self.max_depth = max_depth
+        self.default = default
+
+    def encode(self, obj: Any) -> bytes:
+        """Return the msgpack encoding of ``obj``."""
+        buf = bytearray()
+        self.pack_into(buf, obj)
+        return bytes(buf)
+
+    def pack_into(self, buf: bytearray, obj: Any) -> None:
+        """Append the encoding of ``obj`` to ``buf``.
+
+        On error ``buf`` is restored to its length before the call.
+        """
+        start = len(buf)
+        try:
+            self._pack(buf, obj, 0)
+        except BaseException:
+            del buf[start:]
+            raise
+
+    def _pack(self, buf: bytearray, obj: Any, depth: int) -> None:
+        t = type(obj)
+        if t is int:
+            _pack_int(buf, obj)
+        elif t is str:
+            _pack_str(buf, obj)
+        elif obj is None:
+            buf.append(0xC0)
+        elif t is bool:
+            buf.append(0xC3 if obj else 0xC2)
+        elif t is float:
+            buf += b"\xcb" + _pack_d(obj)
+        elif t is bytes:
+            _pack_bin(buf, obj)
+        elif t is list or t is tuple:
+            self._pack_array(buf, obj, depth)
+        elif t is dict:
+            self._pack_map(buf, obj, depth)
+        else:
+            self._pack_other(buf, obj, depth)
+
+    def _pack_array(self, buf: bytearray, obj: Any, depth: int) -> None:
+        if depth >= self.max_depth:
+            raise EncodeError(f"nesting deeper than max_depth={self.max_depth}")
+        n = len(obj)
+        if n < 16:
+            buf.append(0x90 | n)
+        elif n <= 0xFFFF:
+            buf += b"\xdc" + _pack_H(n)
+        elif n <= 0xFFFFFFFF:
+            buf += b"\xdd" + _pack_I(n)
+        else:
+            raise EncodeError("array too long for msgpack")
+        depth += 1
+        pack = self._pack
+        for item in obj:
+            pack(buf, item, depth)
+
+    def _pack_map(self, buf: bytearray, obj: Any, depth: int) -> None:
+        if depth >= self.max_depth:
+            raise EncodeError(f"nesting deeper than max_depth={self.max_depth}")
+        n = len(obj)
+        if n < 16:
+            buf.append(0x80 | n)
+        elif n <= 0xFFFF:
+            buf += b"\xde" + _pack_H(n)
+        elif n <= 0xFFFFFFFF:
+            buf += b"\xdf" + _pack_I(n)
+        else:
+            raise EncodeError("map too long for msgpack")
+        depth += 1
+        pack = self._pack
+        for k, v in obj.items():
+            pack(buf, k, depth)
+            pack(buf, v, depth)
+
+    def _pack_other(self, buf: bytearray, obj: Any, depth: int) -> None:
+        # Subclasses and less common types; order matters: bool before int,
+        # ExtType (a tuple subclass) before tuple.
+        if isinstance(obj, bool):
+            buf.append(0xC3 if obj else 0xC2)
+        elif isinstance(obj, int):
+            _pack_int(buf, int(obj))
+        elif isinstance(obj, float):
+            buf += b"\xcb" + _pack_d(float(obj))
+        elif isinstance(obj, str):
+            _pack_str(buf, str(obj))
+        elif isinstance(obj, (bytes, bytearray, memoryview)):
+            _pack_bin(buf, obj)
+        elif isinstance(obj, ExtType):
+            _pack_ext(buf, obj.code, obj.data)
+        elif isinstance(obj, (list, tuple)):
+            self._pack_array(buf, obj, depth)
+        elif isinstance(obj, dict):
+            self._pack_map(buf, obj, depth)
+        elif self.default is not None:
+            if depth >= self.max_depth:
+                raise EncodeError(f"nesting deeper than max_depth={self.max_depth}")
+            replacement = self.default(obj)
+            if type(replacement) is type(obj) and replacement is obj:
+                raise EncodeError(f"cannot encode object of type {type(obj).__name__}")
+            self._pack(buf, replacement, depth + 1)
+        else:
+            raise EncodeError(f"cannot encode object of type {type(obj).__name__}")
+
+
+def _pack_int(buf: bytearray, n: int) -> None:
+    if n >= 0:
+        if n < 0x80:
+            buf.append(n)
+        elif n <= 0xFF:
+            buf += b"\xcc" + _pack_B(n)
+        elif n <= 0xFFFF:
+            buf += b"\xcd" + _pack_H(n)
+        elif n <= 0xFFFFFFFF:
+            buf += b"\xce" + _pack_I(n)
+        elif n <= 0xFFFFFFFFFFFFFFFF:
+            buf += b"\xcf" + _pack_Q(n)
+        else:
+            raise EncodeError("integer too large for msgpack (max 2**64-1)")
+    else:
+        if n >= -32:
+            buf.append(n & 0xFF)
+        elif n >= -0x80:
+            buf += b"\xd0" + _pack_b(n)
+        elif n >= -0x8000:
+            buf += b"\xd1" + _pack_h(n)
+        elif n >= -0x80000000:
+            buf += b"\xd2" + _pack_i(n)
+        elif n >= -0x8000000000000000:
+            buf += b"\xd3" + _pack_q(n)
+        else:
+            raise EncodeError("integer too small for msgpack (min -2**63)")
+
+
+def _pack_str(buf: bytearray, s: str) -> None:
+    try:
+        data = s.encode("utf-8")
+    except UnicodeEncodeError as exc:  # lone surrogates
+        raise EncodeError(f"str is not valid UTF-8: {exc}") from None
+    n = len(data)
+    if n < 32:
+        buf.append(0xA0 | n)
+    elif n <= 0xFF:
+        buf += b"\xd9" + _pack_B(n)
+    elif n <= 0xFFFF:
+        buf += b"\xda" + _pack_H(n)
+    elif n <= 0xFFFFFFFF:
+        buf += b"\xdb" + _pack_I(n)
+    else:
+        raise EncodeError("str too long for msgpack")
+    buf += data
+
+
+def _pack_bin(buf: bytearray, data: Any) -> None:
+    if isinstance(data, memoryview):
+        data = data.tobytes()
+    n = len(data)
+    if n <= 0xFF:
+        buf += b"\xc4" + _pack_B(n)
+    elif n <= 0xFFFF:
+        buf += b"\xc5" + _pack_H(n)
+    elif n <= 0xFFFFFFFF:
+        buf += b"\xc6" + _pack_I(n)
+    else:
+        raise EncodeError("bytes too long for msgpack")
+    buf += data
+
+
+def _pack_ext(buf: bytearray, code: int, data: bytes) -> None:
+    n = len(data)
+    head = _FIXEXT.get(n)
+    if head is not None:
+        buf.append(head)
+    elif n <= 0xFF:
+        buf += b"\xc7" + _pack_B(n)
+    elif n <= 0xFFFF:
+        buf += b"\xc8" + _pack_H(n)
+    elif n <= 0xFFFFFFFF:
+        buf += b"\xc9" + _pack_I(n)
+    else:
+        raise EncodeError("ext data too long for msgpack")
+    buf += _pack_b(code)
+    buf += data
+
+
+_NO_LIMIT = 0xFFFFFFFF
+
+
+class Decoder:
+    """Decodes one msgpack value, bounded for untrusted input.
+
+    Parameters:
+        max_depth: deepest container nesting accepted.
+        max_str_len, max_bin_len, max_array_len, max_map_len, max_ext_len:
+            optional per-kind limits (``None``: bounded only by the input).
+        ext_hook: called as ``ext_hook(code, data)`` for extension values;
+            without it they decode to :class:`ExtType`.
+    """
+
+    def __init__(
+        self,
+        *,
+        max_depth: int = DEFAULT_MAX_DEPTH,
+        max_str_len: Optional[int] = None,
+        max_bin_len: Optional[int] = None,
+        max_array_len: Optional[int] = None,
+        max_map_len: Optional[int] = None,
+        max_ext_len: Optional[int] = None,
+        ext_hook: Optional[Callable[[int, bytes], Any]] = None,
+    ) -> None:
+        if max_depth < 0:
+            raise ValueError("max_depth must be >= 0")
+        self.max_depth = max_depth
+        self.max_str_len = _NO_LIMIT if max_str_len is None else max_str_len
+        self.max_bin_len = _NO_LIMIT if max_bin_len is None else max_bin_len
+        self.max_array_len = _NO_LIMIT if max_array_len is None else max_array_len
+        self.max_map_len = _NO_LIMIT if max_map_len is None else max_map_len
+        self.max_ext_len = _NO_LIMIT if max_ext_len is None else max_ext_len
+        self.ext_hook = ext_hook
+
+    def decode(self, data: Any) -> Any:
+        """Decode exactly one value that fills all of ``data``."""
+        if type(data) is not bytes:
+            data = bytes(data)
+        return self.decode_range(data, 0, len(data))
+
+    def decode_range(self, data: bytes, start: int, end: int) -> Any:
+        """Decode exactly one value filling ``data[start:end]``."""
+        if start >= end:
+            raise DecodeError("empty input: expected a msgpack value")
+        obj, pos = self._decode(data, start, end, 0)
+        if pos != end:
+            raise DecodeError(f"{end - pos} trailing byte(s) after the msgpack value")
+        return obj
+
+    def _decode(self, data: bytes, pos: int, end: int, depth: int):
+        if pos >= end:
+            raise DecodeError("truncated input: value missing")
+        b = data[pos]
+        pos += 1
+        if b <= 0x7F:
+            return b, pos
+        if b >= 0xE0:
+            return b - 0x100, pos
+        if 0xA0 <= b <= 0xBF:
+            return self._str(data, pos, end, b & 0x1F)
+        if 0x90 <= b <= 0x9F:
+            return self._array(data, pos, end, b & 0x0F, depth)
+        if 0x80 <= b <= 0x8F:
+            return self._map(data, pos, end, b & 0x0F, depth)
+        if b == 0xC0:
+            return None, pos
+        if b == 0xC2:
+            return False, pos
+        if b == 0xC3:
+            return True, pos
+        size = _FIXED_SIZES.get(b)
+        if size is not None and pos + size > end:
+            raise DecodeError("truncated input inside a value header")
+        if b == 0xCC:
+            return data[pos], pos + 1
+        if b == 0xCD:
+            return _unpack_H(data, pos)[0], pos + 2
+        if b == 0xCE:
+            return _unpack_I(data, pos)[0], pos + 4
+        if b == 0xCF:
+            return _unpack_Q(data, pos)[0], pos + 8
+        if b == 0xD0:
+            return _unpack_b(data, pos)[0], pos + 1
+        if b == 0xD1:
+            return _unpack_h(data, pos)[0], pos + 2
+        if b == 0xD2:
+            return _unpack_i(data, pos)[0], pos + 4
+        if b == 0xD3:
+            return _unpack_q(data, pos)[0], pos + 8
+        if b == 0xCA:
+            return _unpack_f(data, pos)[0], pos + 4
+        if b == 0xCB:
+            return _unpack_d(data, pos)[0], pos + 8
+        if b == 0xD9:
+            return self._str(data, pos + 1, end, data[pos])
+        if b == 0xDA:
+            return self._str(data, pos + 2, end, _unpack_H(data, pos)[0])
+        if b == 0xDB:
+            return self._str(data, pos + 4, end, _unpack_I(data, pos)[0])
+        if b == 0xC4:
+            return self._bin(data, pos + 1, end, data[pos])
+        if b == 0xC5:
+            return self._bin(data, pos + 2, end, _unpack_H(data, pos)[0])
+        if b == 0xC6:
+            return self._bin(data, pos + 4, end, _unpack_I(data, pos)[0])
+        if b == 0xDC:
+            return self._array(data, pos + 2, end, _unpack_H(data, pos)[0], depth)
+        if b == 0xDD:
+            return self._array(data, pos + 4, end, _unpack_I(data, pos)[0], depth)
+        if b == 0xDE:
+            return self._map(data, pos + 2, end, _unpack_H(data, pos)[0], depth)
+        if b == 0xDF:
+            return self._map(data, pos + 4, end, _unpack_I(data, pos)[0], depth)
+        if 0xD4 <= b <= 0xD8:
+            return self._ext(data, pos, end, 1 << (b - 0xD4))
+        if b == 0xC7:
+            return self._ext(data, pos + 1, end, data[pos])
+        if b == 0xC8:
+            return self._ext(data, pos + 2, end, _unpack_H(data, pos)[0])
+        if b == 0xC9:
+            return self._ext(data, pos + 4, end, _unpack_I(data, pos)[0])
+        raise DecodeError(f"reserved msgpack type byte 0x{b:02x}")
+
+    def _str(self, data: bytes, pos: int, end: int, n: int):
+        if n > self.max_str_len:
+            raise DecodeError(f"str of {n} bytes exceeds max_str_len={self.max_str_len}")
+        stop = pos + n
+        if stop > end:
+            raise DecodeError(f"truncated input: str claims {n} bytes, {max(end - pos, 0)} present")
+        try:
+            return data[pos:stop].decode("utf-8"), stop
+        except UnicodeDecodeError as exc:
+            raise DecodeError(f"invalid UTF-8 in str: {exc.reason}") from None
+
+    def _bin(self, data: bytes, pos: int, end: int, n: int):
+        if n > self.max_bin_len:
+            raise DecodeError(f"bin of {n} bytes exceeds max_bin_len={self.max_bin_len}")
+        stop = pos + n
+        if stop > end:
+            raise DecodeError(f"truncated input: bin claims {n} bytes, {max(end - pos, 0)} present")
+        return data[pos:stop], stop
+
+    def _ext(self, data: bytes, pos: int, end: int, n: int):
+        if n > self.max_ext_len:
+            raise DecodeError(f"ext of {n} bytes exceeds max_ext_len={self.max_ext_len}")
+        stop = pos + 1 + n
+        if stop > end:
+            raise DecodeError(f"truncated input: ext claims {n} bytes, {max(end - pos - 1, 0)} present")
+        code = _unpack_b(data, pos)[0]
+        payload = data[pos + 1 : stop]
+        if self.ext_hook is not None:
+            return self.ext_hook(code, payload), stop
+        return ExtType(code, payload), stop
+
+    def _array(self, data: bytes, pos: int, end: int, n: int, depth: int):
+        if n > self.max_array_len:
+            raise DecodeError(f"array of {n} items exceeds max_array_len={self.max_array_len}")
+        if n > end - pos:  # every item takes at least one byte
+            raise DecodeError(f"truncated input: array claims {n} items, {max(end - pos, 0)} bytes present")
+        if depth >= self.max_depth:
+            raise DecodeError(f"nesting deeper than max_depth={self.max_depth}")
+        depth += 1
+        out = []
+        append = out.append
+        decode = self._decode
+        for _ in range(n):
+            item, pos = decode(data, pos, end, depth)
+            append(item)
+        return out, pos
+
+    def _map(self, data: bytes, pos: int, end: int, n: int, depth: int):
+        if n > self.max_map_len:
+            raise DecodeError(f"map of {n} pairs exceeds max_map_len={self.max_map_len}")
+        if 2 * n > end - pos:  # every key and value takes at least one byte
+            raise DecodeError(f"truncated input: map claims {n} pairs, {max(end - pos, 0)} bytes present")
+        if depth >= self.max_depth:
+            raise DecodeError(f"nesting deeper than max_depth={self.max_depth}")
+        depth += 1
+        out = {}
+        decode = self._decode
+        for _ in range(n):
+            key, pos = decode(data, pos, end, depth)
+            value, pos = decode(data, pos, end, depth)
+            try:
+                out[key] = value
+            except TypeError:
+                raise DecodeError(f"unhashable map key of type {type(key).__name__}") from None
+        return out, pos
+
+
+# Bytes a fixed-size header needs after its type byte (for one bounds check).
+_FIXED_SIZES = {
+    0xCC: 1, 0xCD: 2, 0xCE: 4, 0xCF: 8,
+    0xD0: 1, 0xD1: 2, 0xD2: 4, 0xD3: 8,
+    0xCA: 4, 0xCB: 8,
+    0xD9: 1, 0xDA: 2, 0xDB: 4,
+    0xC4: 1, 0xC5: 2, 0xC6: 4,
+    0xDC: 2, 0xDD: 4, 0xDE: 2, 0xDF: 4,
+    0xD4: 1, 0xD5: 1, 0xD6: 1, 0xD7: 1, 0xD8: 1,
+    0xC7: 2, 0xC8: 3, 0xC9: 5,
+}
+
+_default_encoder = Encoder()
+_default_decoder = Decoder()
+
+
+def packb(obj: Any) -> bytes:
+    """Encode ``obj`` with default settings."""
+    return _default_encoder.encode(obj)
+
+
+def unpackb(data: Any, **limits: Any) -> Any:
+    """Decode one value from ``data``; keyword arguments as for :class:`Decoder`."""
+    if limits:
+        return Decoder(**limits).decode(data)
+    return _default_decoder.decode(data)

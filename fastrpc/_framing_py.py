@@ -1,0 +1,449 @@
+"""Pure-Python frame parser and writer (wire format 1.0, docs/protocol.md).
+
+The reference twin of ``_framing.pyx``: same classes, arguments, results
+and exceptions.  ``_impl.py`` picks one of the two.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Any, List, Optional, Tuple, Union
+
+from . import _wire as W
+from ._codec_py import Decoder, Encoder
+from .errors import (
+    DecodeError,
+    FrameError,
+    FrameTooLarge,
+    MalformedFrame,
+    PrefaceError,
+    ProtocolVersionError,
+    TruncatedFrame,
+    UnknownMessageType,
+)
+
+__all__ = ["Frame", "FrameParser", "FrameWriter"]
+
+_HEADER = struct.Struct(">IBBHI")  # length, type, flags, method, request_id
+_unpack_header = _HEADER.unpack_from
+_pack_header_into = _HEADER.pack_into
+_unpack_H = struct.Struct(">H").unpack_from
+_unpack_I = struct.Struct(">I").unpack_from
+_unpack_Q = struct.Struct(">Q").unpack_from
+_pack_H = struct.Struct(">H").pack
+_pack_I = struct.Struct(">I").pack
+_pack_Q = struct.Struct(">Q").pack
+
+_HEADER_SIZE = W.HEADER_SIZE
+_ZERO_HEADER = bytes(_HEADER_SIZE)
+_UNKNOWN_FLAGS = 0xFF & ~W.KNOWN_FLAGS
+
+
+class Frame:
+    """One decoded frame.
+
+    Attributes:
+        type: message type (a :class:`fastrpc._wire.MsgType` value, as int).
+        flags: raw flags byte.
+        method: method index (requests/notifications by index), else 0.
+        name: method name when the frame carries one, else ``None``.
+        request_id: the call this frame belongs to (0 where unused).
+        deadline: relative timeout in microseconds, or ``None``.
+        metadata: dict of per-call metadata, or ``None``.
+        value: decoded payload (``None`` for an empty payload).
+        error: a :class:`DecodeError` if the metadata or payload could not be
+            decoded (``value`` is then ``None``); the frame boundaries are
+            intact, so only this call fails.
+    """
+
+    __slots__ = ("type", "flags", "method", "name", "request_id", "deadline", "metadata", "value", "error")
+
+    def __init__(
+        self,
+        type: int,
+        flags: int,
+        method: int,
+        name: Optional[str],
+        request_id: int,
+        deadline: Optional[int],
+        metadata: Optional[dict],
+        value: Any,
+        error: Optional[DecodeError],
+    ) -> None:
+        self.type = type
+        self.flags = flags
+        self.method = method
+        self.name = name
+        self.request_id = request_id
+        self.deadline = deadline
+        self.metadata = metadata
+        self.value = value
+        self.error = error
+
+    def __repr__(self) -> str:
+        try:
+            kind = W.MsgType(self.type).name
+        except ValueError:  # pragma: no cover - parser rejects these
+            kind = str(self.type)
+        return (
+            f"<Frame {kind} id={self.request_id} flags=0x{self.flags:02x} method={self.method}"
+            f" name={self.name!r} deadline={self.deadline} metadata={self.metadata!r}"
+            f" value={self.value!r} error={self.error!r}>"
+        )
+
+
+class FrameParser:
+    """Incremental frame parser.
+
+    Feed it chunks of any size with :meth:`feed`; it returns the frames
+    completed by that chunk, each exactly once and in order.  It buffers at
+    most one partial frame (sized once from its length field, so a large
+    frame is copied into place once) and never rescans consumed bytes.
+
+    Parameters:
+        max_frame_size: largest accepted frame, header included; a larger
+            announced length raises :class:`FrameTooLarge` before any of the
+            body is buffered.
+        expect_preface: the stream starts with the 8-byte fastrpc preface
+            (true for both ends of a connection).
+        decoder: :class:`Decoder` used for payloads and metadata (limits).
+    """
+
+    def __init__(
+        self,
+        *,
+        max_frame_size: int = W.DEFAULT_MAX_FRAME_SIZE,
+        expect_preface: bool = True,
+        decoder: Optional[Decoder] = None,
+    ) -> None:
+        if not W.HEADER_SIZE <= max_frame_size <= W.MAX_FRAME_SIZE_LIMIT:
+            raise ValueError(f"max_frame_size must be in {W.HEADER_SIZE}..{W.MAX_FRAME_SIZE_LIMIT}")
+        self.max_frame_size = max_frame_size
+        self.decoder = decoder if decoder is not None else Decoder()
+        self.peer_version: Optional[Tuple[int, int]] = None
+        self._preface_left = W.PREFACE_SIZE if expect_preface else 0
+        self._preface_buf = bytearray()
+        self._buf = bytearray()  # the one partial frame (or partial header)
+        self._frame_size = 0  # total size of the partial frame, once known
+        self._error: Optional[FrameError] = None
+
+    @property
+    def buffered(self) -> int:
+        """Bytes held for the frame (or preface) in progress."""
+        return len(self._buf) + len(self._preface_buf)
+
+    def feed(self, data: Any) -> List[Frame]:
+        """Consume ``data`` and return the frames it completed.
+
+        Raises a :class:`FrameError` subclass on invalid input; its
+        ``frames`` attribute holds the valid frames that preceded the error
+        in this call.  After an error the parser stays broken: every later
+        call raises the same kind of error.
+        """
+        if self._error is not None:
+            err = self._error
+            raise type(err)(*err.args)
+        if type(data) is not bytes:
+            data = bytes(data)
+        frames: List[Frame] = []
+        try:
+            self._feed(data, frames)
+        except FrameError as exc:
+            exc.frames = frames
+            self._error = exc
+            self._buf = bytearray()
+            raise
+        return frames
+
+    def feed_eof(self) -> None:
+        """Signal the end of the stream; raises :class:`TruncatedFrame` if a
+        frame (or the preface) was left incomplete."""
+        if self._error is None and (self._buf or self._preface_buf):
+            self._error = TruncatedFrame(
+                f"stream ended inside a frame ({self.buffered} byte(s) of an incomplete frame buffered)"
+            )
+            raise self._error
+
+    # -- internals ---------------------------------------------------------
+
+    def _feed(self, data: bytes, frames: List[Frame]) -> None:
+        pos = 0
+        end = len(data)
+        if self._preface_left:
+            pos = self._take_preface(data)
+            if self._preface_left:
+                return
+        buf = self._buf
+        if buf:
+            # Complete the partial frame first, taking only the bytes it needs.
+            if len(buf) < _HEADER_SIZE:
+                take = min(_HEADER_SIZE - len(buf), end - pos)
+                buf += data[pos : pos + take]
+                pos += take
+                if len(buf) < _HEADER_SIZE:
+                    if len(buf) >= 4:
+                        self._check_length(buf, 0)
+                    return
+                self._frame_size = self._check_header(buf, 0)
+            take = min(self._frame_size - len(buf), end - pos)
+            if take:
+                buf += data[pos : pos + take]
+                pos += take
+            if len(buf) < self._frame_size:
+                return
+            frames.append(self._parse(bytes(buf), 0, self._frame_size))
+            self._buf = bytearray()
+            self._frame_size = 0
+        # Whole frames straight from the chunk, no copy of the chunk.
+        while end - pos >= _HEADER_SIZE:
+            size = self._check_header(data, pos)
+            if end - pos < size:
+                break
+            frames.append(self._parse(data, pos, pos + size))
+            pos += size
+        if pos < end:
+            rest = data[pos:]
+            if len(rest) >= 4:
+                self._check_length(rest, 0)
+            if len(rest) >= _HEADER_SIZE:
+                self._frame_size = self._check_header(rest, 0)
+            self._buf = bytearray(rest)
+
+    def _take_preface(self, data: bytes) -> int:
+        need = self._preface_left
+        chunk = data[:need]
+        got = self._preface_buf
+        start = len(got)
+        got += chunk
+        self._preface_left -= len(chunk)
+        # Reject as soon as a byte differs: a wrong protocol is found early.
+        magic_seen = got[: len(W.MAGIC)]
+        if magic_seen != W.MAGIC[: len(magic_seen)]:
+            raise PrefaceError(
+                f"not a fastrpc connection: expected preface {W.PREFACE!r}, got {bytes(got)!r}"
+            )
+        if len(got) >= 6 and start < 6:
+            major, minor = got[4], got[5]
+            self.peer_version = (major, minor)
+            if major != W.PROTOCOL_MAJOR:
+                raise ProtocolVersionError(
+                    f"peer speaks fastrpc protocol {major}.{minor}; this side speaks "
+                    f"{W.PROTOCOL_MAJOR}.{W.PROTOCOL_MINOR}",
+                    peer_version=(major, minor),
+                )
+        if len(got) == W.PREFACE_SIZE:
+            if got[6:8] != b"\r\n":
+                raise PrefaceError(f"malformed fastrpc preface {bytes(got)!r}")
+            self._preface_buf = bytearray()
+        return len(chunk)
+
+    def _check_length(self, data: Any, pos: int) -> int:
+        size = _unpack_I(data, pos)[0] + 4
+        if size > self.max_frame_size:
+            raise FrameTooLarge(f"frame of {size} bytes exceeds max_frame_size={self.max_frame_size}")
+        if size < _HEADER_SIZE:
+            raise MalformedFrame(f"frame length {size - 4} is shorter than the frame header")
+        return size
+
+    def _check_header(self, data: Any, pos: int) -> int:
+        size = self._check_length(data, pos)
+        mtype = data[pos + 4]
+        if not W.MIN_MSG_TYPE <= mtype <= W.MAX_MSG_TYPE:
+            raise UnknownMessageType(f"unknown message type {mtype}")
+        flags = data[pos + 5]
+        if flags & _UNKNOWN_FLAGS:
+            raise MalformedFrame(f"reserved flag bits set: 0x{flags & _UNKNOWN_FLAGS:02x}")
+        return size
+
+    def _parse(self, data: bytes, start: int, end: int) -> Frame:
+        _, mtype, flags, method, request_id = _unpack_header(data, start)
+        pos = start + _HEADER_SIZE
+        name = None
+        deadline = None
+        metadata = None
+        value = None
+        error = None
+        if flags & W.FLAG_METHOD_NAME:
+            if pos + 2 > end:
+                raise TruncatedFrame("frame ends inside the method name length")
+            n = _unpack_H(data, pos)[0]
+            pos += 2
+            if pos + n > end:
+                raise TruncatedFrame("frame ends inside the method name")
+            try:
+                name = data[pos : pos + n].decode("utf-8")
+            except UnicodeDecodeError:
+                raise MalformedFrame("method name is not valid UTF-8") from None
+            pos += n
+        if flags & W.FLAG_DEADLINE:
+            if pos + 8 > end:
+                raise TruncatedFrame("frame ends inside the deadline")
+            deadline = _unpack_Q(data, pos)[0]
+            pos += 8
+        if flags & W.FLAG_METADATA:
+            if pos + 4 > end:
+                raise TruncatedFrame("frame ends inside the metadata length")
+            n = _unpack_I(data, pos)[0]
+            pos += 4
+            if pos + n > end:
+                raise TruncatedFrame("frame ends inside the metadata")
+            try:
+                metadata = self.decoder.decode_range(data, pos, pos + n)
+                if type(metadata) is not dict:
+                    metadata = None
+                    raise DecodeError("metadata is not a map")
+            except DecodeError as exc:
+                error = exc
+            pos += n
+        if pos < end and error is None:
+            try:
+                value = self.decoder.decode_range(data, pos, end)
+            except DecodeError as exc:
+                error = exc
+        return Frame(mtype, flags, method, name, request_id, deadline, metadata, value, error)
+
+
+class FrameWriter:
+    """Builds frames into one growing buffer.
+
+    Write any number of frames, then :meth:`take` the bytes for a single
+    ``transport.write``.  A frame that fails (unencodable value, too large)
+    raises and leaves the buffer exactly as it was before that frame.
+
+    Parameters:
+        max_frame_size: largest frame this writer produces; a larger one
+            raises :class:`FrameTooLarge`.
+        encoder: :class:`Encoder` used for payloads and metadata.
+    """
+
+    def __init__(
+        self,
+        *,
+        max_frame_size: int = W.DEFAULT_MAX_FRAME_SIZE,
+        encoder: Optional[Encoder] = None,
+    ) -> None:
+        if not W.HEADER_SIZE <= max_frame_size <= W.MAX_FRAME_SIZE_LIMIT:
+            raise ValueError(f"max_frame_size must be in {W.HEADER_SIZE}..{W.MAX_FRAME_SIZE_LIMIT}")
+        self.max_frame_size = max_frame_size
+        self.encoder = encoder if encoder is not None else Encoder()
+        self._buf = bytearray()
+
+    def __len__(self) -> int:
+        return len(self._buf)
+
+    def take(self) -> bytes:
+        """Return everything written so far and empty the buffer."""
+        out = bytes(self._buf)
+        self._buf = bytearray()
+        return out
+
+    def clear(self) -> None:
+        """Drop everything written so far."""
+        self._buf = bytearray()
+
+    def write_preface(self) -> None:
+        """Append the 8-byte connection preface."""
+        self._buf += W.PREFACE
+
+    def write_request(
+        self,
+        request_id: int,
+        method: Union[int, str],
+        args: Any,
+        kwargs: Optional[dict] = None,
+        *,
+        deadline: Optional[int] = None,
+        metadata: Optional[dict] = None,
+        notify: bool = False,
+    ) -> None:
+        """Append a REQUEST (or, with ``notify``, a NOTIFY) frame.
+
+        ``method`` is an index into the server's method table (int) or a
+        method name (str).  ``deadline`` is a relative timeout in
+        microseconds.  ``args`` is a list or tuple; non-empty ``kwargs`` makes
+        the payload ``[args, kwargs]``.
+        """
+        buf = self._buf
+        start = len(buf)
+        flags = 0
+        method_index = 0
+        if type(method) is int:
+            method_index = method
+        else:
+            flags |= W.FLAG_METHOD_NAME
+        if deadline is not None:
+            flags |= W.FLAG_DEADLINE
+        if metadata:
+            flags |= W.FLAG_METADATA
+        if kwargs:
+            flags |= W.FLAG_KWARGS
+        try:
+            _check_u32(request_id, "request_id")
+            _check_u16(method_index, "method index")
+            buf += _ZERO_HEADER
+            if flags & W.FLAG_METHOD_NAME:
+                if not isinstance(method, str):
+                    raise TypeError("method must be an int index or a str name")
+                name = method.encode("utf-8")
+                if len(name) > W.MAX_METHOD_NAME:
+                    raise ValueError("method name longer than 65535 bytes")
+                buf += _pack_H(len(name))
+                buf += name
+            if deadline is not None:
+                if deadline < 0 or deadline > W.MAX_DEADLINE_US:
+                    raise OverflowError("deadline out of range")
+                buf += _pack_Q(deadline)
+            if metadata:
+                if type(metadata) is not dict:
+                    raise TypeError("metadata must be a dict")
+                mstart = len(buf)
+                buf += b"\0\0\0\0"
+                self.encoder.pack_into(buf, metadata)
+                buf[mstart : mstart + 4] = _pack_I(len(buf) - mstart - 4)
+            if kwargs:
+                self.encoder.pack_into(buf, (args, kwargs))
+            else:
+                self.encoder.pack_into(buf, args)
+            self._finish(start, W.MsgType.NOTIFY if notify else W.MsgType.REQUEST, flags, method_index, request_id)
+        except BaseException:
+            del buf[start:]
+            raise
+
+    def write_response(self, request_id: int, value: Any) -> None:
+        """Append a RESPONSE frame carrying ``value``."""
+        self.write_frame(W.MsgType.RESPONSE, request_id, value)
+
+    def write_error(self, request_id: int, code: int, message: str, details: Any = None) -> None:
+        """Append an ERROR frame with payload ``[code, message, details]``."""
+        self.write_frame(W.MsgType.ERROR, request_id, (int(code), message, details))
+
+    def write_frame(self, type: int, request_id: int = 0, value: Any = None) -> None:
+        """Append a frame of any type with ``value`` as its payload."""
+        buf = self._buf
+        start = len(buf)
+        try:
+            if not W.MIN_MSG_TYPE <= type <= W.MAX_MSG_TYPE:
+                raise ValueError(f"unknown message type {type}")
+            _check_u32(request_id, "request_id")
+            buf += _ZERO_HEADER
+            self.encoder.pack_into(buf, value)
+            self._finish(start, type, 0, 0, request_id)
+        except BaseException:
+            del buf[start:]
+            raise
+
+    def _finish(self, start: int, mtype: int, flags: int, method: int, request_id: int) -> None:
+        size = len(self._buf) - start
+        if size > self.max_frame_size:
+            raise FrameTooLarge(f"frame of {size} bytes exceeds max_frame_size={self.max_frame_size}")
+        _pack_header_into(self._buf, start, size - 4, mtype, flags, method, request_id)
+
+
+def _check_u32(n: int, what: str) -> None:
+    if not 0 <= n <= 0xFFFFFFFF:
+        raise OverflowError(f"{what} {n} out of range 0..2**32-1")
+
+
+def _check_u16(n: int, what: str) -> None:
+    if not 0 <= n <= 0xFFFF:
+        raise OverflowError(f"{what} {n} out of range 0..65535")
