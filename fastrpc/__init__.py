@@ -12,10 +12,20 @@ from ._impl import HAS_EXTENSIONS as EXTENSIONS_ACTIVE
 from ._impl import IMPLEMENTATION, Decoder, Encoder, Frame, FrameParser, FrameWriter, packb, unpackb
 from ._wire import DEFAULT_MAX_FRAME_SIZE, PROTOCOL_MAJOR, PROTOCOL_MINOR, ExtType, MsgType
 from .errors import *  # noqa: F401,F403
+from .client import AsyncClient, Backoff, Client, connect
+from .pool import Pool
+from .server import Server, blocking
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "AsyncClient",
+    "Backoff",
+    "Client",
+    "Pool",
+    "Server",
+    "blocking",
+    "connect",
     "EXTENSIONS_ACTIVE",
     "IMPLEMENTATION",
     "DEFAULT_MAX_FRAME_SIZE",

@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Everything CI does, from a fresh clone: a venv, an install with the Cython
+# extensions, a check that the compiled modules are the ones loaded, the test
+# suite, then the suite again on the pure-Python fallback, then the
+# micro-benchmarks once in quick mode.  Exits non-zero on any failure.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON=${PYTHON:-python3}
+VENV=${FASTRPC_VENV:-.venv-ci}
+
+if [ ! -x "$VENV/bin/python" ]; then
+    "$PYTHON" -m venv "$VENV"
+fi
+PY="$VENV/bin/python"
+"$PY" -m pip install -q --upgrade pip
+# Non-editable install: this is what users get, extensions included.
+"$PY" -m pip install -q ".[test]"
+
+# Run from a folder outside the source tree, so `import fastrpc` finds the
+# installed package (with its compiled modules), not the source checkout.
+ROOT=$(pwd)
+RUN=$(mktemp -d)
+trap 'rm -rf "$RUN"' EXIT
+cp -r tests benchmarks pyproject.toml "$RUN"/
+cd "$RUN"
+
+echo "== checking that the compiled extensions are installed and loaded"
+FASTRPC_REQUIRE_EXTENSIONS=1 "$PY" - <<'PYEOF'
+import fastrpc, fastrpc._codec, fastrpc._framing
+assert fastrpc.EXTENSIONS_ACTIVE, "compiled modules not active"
+assert fastrpc.FrameParser is fastrpc._framing.FrameParser
+print("extensions active:", fastrpc._codec.__file__, fastrpc._framing.__file__)
+PYEOF
+
+echo "== test suite, Cython build"
+FASTRPC_REQUIRE_EXTENSIONS=1 "$PY" -m pytest -q -p no:cacheprovider tests
+
+echo "== test suite, pure-Python fallback (FASTRPC_NO_EXTENSIONS=1)"
+FASTRPC_NO_EXTENSIONS=1 "$PY" -m pytest -q -p no:cacheprovider tests
+
+echo "== micro-benchmarks (smoke run) and ratios"
+"$PY" -m pytest -q -p no:cacheprovider benchmarks --benchmark-disable
+"$PY" -m benchmarks.micro --quick

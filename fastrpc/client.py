@@ -1,0 +1,743 @@
+"""fastrpc clients.
+
+* :class:`AsyncClient` (and :func:`connect`): asyncio, many calls in flight
+  on one connection, automatic reconnection with exponential backoff.
+* :class:`Client`: the drop-in synchronous client.  It talks to the server
+  through a blocking socket, with no event loop thread in between, and is
+  safe to share between threads: calls from many threads are pipelined on
+  the one connection, and whichever caller is waiting reads the socket and
+  hands the answers to the others (leader/followers), so a plain sequential
+  caller pays one ``send`` and one ``recv`` per call and no thread hop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import functools
+import random
+import socket
+import threading
+import time
+from typing import Any, Callable, Dict, List, Optional, Union
+
+from . import _wire as W
+from ._address import Address, parse_address
+from ._impl import FrameParser, FrameWriter
+from .errors import (
+    DeadlineExceeded,
+    FastRPCError,
+    FrameError,
+    Internal,
+    RpcError,
+    Unavailable,
+    error_from_wire,
+)
+from .protocol import (
+    AGENT,
+    CANCEL,
+    ERROR,
+    GOAWAY,
+    HANDSHAKE,
+    PING,
+    PONG,
+    RESPONSE,
+    ClientProtocol,
+)
+
+__all__ = ["AsyncClient", "Client", "connect", "Backoff"]
+
+_UNSET: Any = object()
+
+
+class Backoff:
+    """Exponential backoff with full jitter between reconnection attempts.
+
+    Parameters:
+        base: delay after the first failure, in seconds.
+        maximum: cap on the delay.
+        factor: growth per consecutive failure.
+        jitter: fraction of the delay drawn at random (0..1).
+    """
+
+    def __init__(self, base: float = 0.05, maximum: float = 5.0, factor: float = 2.0, jitter: float = 0.5) -> None:
+        self.base = base
+        self.maximum = maximum
+        self.factor = factor
+        self.jitter = jitter
+        self.failures = 0
+
+    def next_delay(self) -> float:
+        """Record a failure and return how long to wait before the next try."""
+        delay = min(self.maximum, self.base * self.factor**self.failures)
+        self.failures += 1
+        return delay * (1.0 - self.jitter * random.random())
+
+    def reset(self) -> None:
+        """Record a success."""
+        self.failures = 0
+
+
+class _AsyncProxy:
+    __slots__ = ("_client", "_service")
+
+    def __init__(self, client: "AsyncClient", service: str) -> None:
+        self._client = client
+        self._service = service
+
+    def __getattr__(self, name: str) -> Callable[..., Any]:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return functools.partial(self._client.call, f"{self._service}.{name}")
+
+
+class AsyncClient:
+    """An asyncio client for one server address.
+
+    Usage::
+
+        async with fastrpc.AsyncClient("127.0.0.1:1234") as client:
+            print(await client.call("Arith.multiply", 7, 8))
+
+    Parameters:
+        address: ``host:port``, ``tcp://host:port`` or ``unix:/path``.
+        timeout: default per-call timeout in seconds (``None``: no deadline).
+        connect_timeout: limit for connecting plus the handshake.
+        max_frame_size: largest frame sent or accepted.
+        backoff: reconnection policy after the connection is lost.
+    """
+
+    def __init__(
+        self,
+        address: Union[str, Address],
+        *,
+        timeout: Optional[float] = None,
+        connect_timeout: float = 10.0,
+        max_frame_size: int = W.DEFAULT_MAX_FRAME_SIZE,
+        backoff: Optional[Backoff] = None,
+    ) -> None:
+        self.address = parse_address(address)
+        self.timeout = timeout
+        self.connect_timeout = connect_timeout
+        self.max_frame_size = max_frame_size
+        self.backoff = backoff if backoff is not None else Backoff()
+        self._protocol: Optional[ClientProtocol] = None
+        self._connecting: Optional[asyncio.Future] = None
+        self._next_attempt = 0.0
+        self._last_error: Optional[BaseException] = None
+        self._closed = False
+        self._lost: Optional[asyncio.Event] = None
+
+    # -- connection ----------------------------------------------------------------
+
+    @property
+    def connected(self) -> bool:
+        """True while a usable connection is open."""
+        p = self._protocol
+        return p is not None and p.is_open and not p.peer_goaway
+
+    @property
+    def methods(self) -> List[str]:
+        """The server's method table (from the last handshake)."""
+        p = self._protocol
+        return list(p.methods) if p is not None else []
+
+    async def connect(self) -> "AsyncClient":
+        """Connect now (calls also connect on demand); returns ``self``."""
+        await self._ensure()
+        return self
+
+    async def _ensure(self) -> ClientProtocol:
+        p = self._protocol
+        if p is not None and p.is_open and not p.peer_goaway:
+            return p
+        if self._closed:
+            raise Unavailable("client is closed")
+        loop = asyncio.get_running_loop()
+        if self._connecting is None:
+            wait = self._next_attempt - loop.time()
+            if wait > 0:
+                raise Unavailable(
+                    f"not connected to {self.address}; next attempt in {wait:.3f}s "
+                    f"(last error: {self._last_error})"
+                )
+            self._connecting = loop.create_task(self._connect_once(loop))
+        return await asyncio.shield(self._connecting)
+
+    async def _connect_once(self, loop: asyncio.AbstractEventLoop) -> ClientProtocol:
+        addr = self.address
+        transport = None
+        try:
+            factory = functools.partial(ClientProtocol, loop, max_frame_size=self.max_frame_size, on_lost=self._on_lost)
+            if addr.kind == "unix":
+                coro = loop.create_unix_connection(factory, addr.path)
+            else:
+                coro = loop.create_connection(factory, addr.host, addr.port)
+            transport, proto = await asyncio.wait_for(coro, self.connect_timeout)
+            await asyncio.wait_for(asyncio.shield(proto.handshake), self.connect_timeout)
+        except BaseException as exc:
+            if transport is not None:
+                transport.abort()
+            self._last_error = exc
+            self._next_attempt = loop.time() + self.backoff.next_delay()
+            if isinstance(exc, FrameError):
+                raise  # wrong protocol/version: not transient, say exactly what
+            if isinstance(exc, (OSError, asyncio.TimeoutError, FastRPCError)):
+                raise Unavailable(f"cannot connect to {addr}: {exc or type(exc).__name__}") from exc
+            raise
+        finally:
+            self._connecting = None
+        self.backoff.reset()
+        self._next_attempt = 0.0
+        if self._closed:  # closed while connecting
+            proto.close()
+            raise Unavailable("client is closed")
+        self._protocol = proto
+        if self._lost is not None:
+            self._lost.clear()
+        return proto
+
+    def _on_lost(self, proto: ClientProtocol, exc: Optional[BaseException]) -> None:
+        if proto is self._protocol and (proto._transport is None or proto.peer_goaway):
+            if proto._transport is None:
+                self._protocol = None
+            if self._lost is not None:
+                self._lost.set()
+
+    async def wait_lost(self) -> None:
+        """Return once the current connection is lost (or said GOAWAY)."""
+        if self._lost is None:
+            self._lost = asyncio.Event()
+        if not self.connected:
+            return
+        await self._lost.wait()
+
+    async def close(self) -> None:
+        """Close the connection; calls in flight fail with UNAVAILABLE."""
+        self._closed = True
+        p, self._protocol = self._protocol, None
+        if p is not None:
+            p.close()
+        if self._connecting is not None:
+            self._connecting.cancel()
+
+    async def __aenter__(self) -> "AsyncClient":
+        await self._ensure()
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.close()
+
+    # -- calls ---------------------------------------------------------------------
+
+    def call(self, method: str, *args: Any, timeout: Optional[float] = _UNSET, metadata: Optional[dict] = None, **kwargs: Any) -> Any:
+        """Call ``method`` (``"Service.method"``) and return an awaitable of
+        its result.
+
+        ``timeout`` (seconds) becomes a deadline the server also enforces;
+        when it passes the call raises :class:`DeadlineExceeded`.  Keyword
+        arguments other than ``timeout``/``metadata`` go to the handler.
+        Cancelling the awaiting task cancels the call on the server.
+        """
+        if timeout is _UNSET:
+            timeout = self.timeout
+        p = self._protocol
+        if p is not None and not p._closing and not p.peer_goaway:
+            return p.call(method, args, kwargs or None, timeout, metadata)
+        return self._call_slow(method, args, kwargs or None, timeout, metadata)
+
+    async def _call_slow(self, method: str, args: Any, kwargs: Any, timeout: Optional[float], metadata: Any) -> Any:
+        p = await self._ensure()
+        return await p.call(method, args, kwargs, timeout, metadata)
+
+    async def notify(self, method: str, *args: Any, metadata: Optional[dict] = None, **kwargs: Any) -> None:
+        """Send a one-way call: no answer, errors are not reported."""
+        p = await self._ensure()
+        p.notify(method, args, kwargs or None, metadata)
+
+    async def ping(self, timeout: Optional[float] = None) -> float:
+        """Round-trip a PING frame; return the seconds it took."""
+        p = await self._ensure()
+        return await p.ping(timeout)
+
+    def proxy(self, service: str) -> Any:
+        """An object whose attributes call ``service``'s methods:
+        ``await client.proxy("Arith").multiply(7, 8)``."""
+        return _AsyncProxy(self, service)
+
+
+async def connect(address: Union[str, Address], **options: Any) -> AsyncClient:
+    """Connect an :class:`AsyncClient` to ``address`` (options as for it)."""
+    client = AsyncClient(address, **options)
+    await client.connect()
+    return client
+
+
+# ==========================================================================
+# Synchronous client
+
+
+class _Slot:
+    """One call in flight on a sync connection."""
+
+    __slots__ = ("done", "value", "error", "future", "deadline", "method")
+
+    def __init__(self, method: str, future: Optional[concurrent.futures.Future], deadline: Optional[float]) -> None:
+        self.done = False
+        self.value: Any = None
+        self.error: Optional[BaseException] = None
+        self.future = future
+        self.deadline = deadline
+        self.method = method
+
+
+class _SyncConnection:
+    """One blocking-socket connection, shared by the threads of a Client."""
+
+    def __init__(self, address: Address, connect_timeout: float, max_frame_size: int) -> None:
+        self.address = address
+        self.parser = FrameParser(max_frame_size=max_frame_size)
+        self.writer = FrameWriter(max_frame_size=max_frame_size)
+        self.send_lock = threading.Lock()
+        self.recv_lock = threading.Lock()
+        self.cond = threading.Condition(threading.Lock())
+        self.pending: Dict[int, _Slot] = {}
+        self.go_pending = 0
+        self.waiters = 0
+        self.next_id = 0
+        self.alive = True
+        self.goaway = False
+        self.lost_reason = ""
+        self.methods: Dict[str, int] = {}
+        self.handshake_done = False
+        self.reader: Optional[threading.Thread] = None
+        self._timeout_mode: Optional[float] = None
+        if address.kind == "unix":
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            target: Any = address.path
+        else:
+            infos = socket.getaddrinfo(address.host, address.port, type=socket.SOCK_STREAM)
+            family, _, _, _, target = infos[0]
+            sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            sock.settimeout(connect_timeout)
+            sock.connect(target)
+            if address.kind == "tcp":
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self.sock = sock
+            self.writer.write_preface()
+            self.writer.write_frame(HANDSHAKE, 0, {"client": AGENT, "max_frame_size": max_frame_size})
+            sock.sendall(self.writer.take())
+            deadline = time.monotonic() + connect_timeout
+            while self.alive and not self.handshake_done:
+                self._read(deadline, handshake=True)
+            if not self.alive:
+                raise Unavailable(self.lost_reason)
+            sock.settimeout(None)
+            self._timeout_mode = None
+        except BaseException:
+            sock.close()
+            raise
+
+    # -- sending ---------------------------------------------------------------------
+
+    def send_request(self, method: str, args: Any, kwargs: Any, timeout: Optional[float], metadata: Any, future: Optional[concurrent.futures.Future]) -> "tuple[int, _Slot]":
+        deadline_us = None
+        deadline = None
+        if timeout is not None:
+            if timeout <= 0:
+                raise DeadlineExceeded(f"deadline of {timeout}s already passed before {method} was sent")
+            deadline_us = int(timeout * 1_000_000)
+            deadline = time.monotonic() + timeout
+        slot = _Slot(method, future, deadline)
+        with self.send_lock:
+            if not self.alive:
+                raise Unavailable(self.lost_reason or "connection is closed")
+            rid = self.next_id + 1
+            while rid > 0xFFFFFFFF or rid in self.pending:
+                rid = 1 if rid > 0xFFFFFFFF else rid + 1
+            self.next_id = rid
+            self.writer.write_request(rid, self.methods.get(method, method), args, kwargs, deadline=deadline_us, metadata=metadata)
+            self.pending[rid] = slot
+            if future is not None:
+                self.go_pending += 1
+            try:
+                self.sock.sendall(self.writer.take())
+            except OSError as exc:
+                self.broken(f"connection lost while sending: {exc}")
+        return rid, slot
+
+    def send_frame(self, mtype: int, rid: int, value: Any, block: bool = True) -> None:
+        if not self.send_lock.acquire(block):
+            return  # best effort (PONG / CANCEL): never stall the reader
+        try:
+            if not self.alive:
+                return
+            self.writer.write_frame(mtype, rid, value)
+            self.sock.sendall(self.writer.take())
+        except OSError as exc:
+            self.broken(f"connection lost while sending: {exc}")
+        finally:
+            self.send_lock.release()
+
+    def notify(self, method: str, args: Any, kwargs: Any, metadata: Any) -> None:
+        with self.send_lock:
+            if not self.alive:
+                raise Unavailable(self.lost_reason or "connection is closed")
+            self.writer.write_request(0, self.methods.get(method, method), args, kwargs, metadata=metadata, notify=True)
+            try:
+                self.sock.sendall(self.writer.take())
+            except OSError as exc:
+                self.broken(f"connection lost while sending: {exc}")
+
+    # -- receiving -------------------------------------------------------------------
+
+    def wait(self, rid: int, slot: _Slot) -> Any:
+        """Wait for ``slot``; read the socket ourselves if nobody else is."""
+        while not slot.done:
+            if self.recv_lock.acquire(False):
+                try:
+                    while not slot.done:
+                        if not self._read(slot.deadline):
+                            self._expire(rid, slot)
+                finally:
+                    self.recv_lock.release()
+                    self._wake()
+            else:
+                with self.cond:
+                    self.waiters += 1
+                    try:
+                        if not slot.done and self.recv_lock.locked():
+                            if slot.deadline is None:
+                                self.cond.wait(1.0)
+                            else:
+                                self.cond.wait(min(1.0, max(0.0, slot.deadline - time.monotonic())))
+                    finally:
+                        self.waiters -= 1
+                if not slot.done and slot.deadline is not None and time.monotonic() >= slot.deadline:
+                    self._expire(rid, slot)
+        if slot.error is not None:
+            raise slot.error
+        return slot.value
+
+    def _wake(self) -> None:
+        if self.waiters:
+            with self.cond:
+                self.cond.notify_all()
+
+    def _expire(self, rid: int, slot: _Slot) -> None:
+        if self.pending.get(rid) is slot:
+            del self.pending[rid]
+            self._complete(slot, None, DeadlineExceeded(f"{slot.method} did not complete in time"))
+            self.send_frame(CANCEL, rid, None, block=False)
+
+    def _set_timeout(self, timeout: Optional[float]) -> None:
+        # settimeout() toggles O_NONBLOCK (a syscall) only when the mode
+        # changes, so keep blocking mode for calls without a deadline.
+        if timeout is None:
+            if self._timeout_mode is not None:
+                self.sock.settimeout(None)
+                self._timeout_mode = None
+        else:
+            self.sock.settimeout(timeout)
+            self._timeout_mode = timeout
+
+    def _read(self, deadline: Optional[float], handshake: bool = False) -> bool:
+        """Read once and dispatch; False if ``deadline`` passed first."""
+        if deadline is not None:
+            timeout = deadline - time.monotonic()
+            if timeout <= 0:
+                return False
+            self._set_timeout(timeout)
+        else:
+            self._set_timeout(None)
+        try:
+            data = self.sock.recv(262144)
+        except socket.timeout:
+            if handshake:
+                raise Unavailable(f"no handshake from {self.address} in time") from None
+            return False
+        except OSError as exc:
+            self.broken(f"connection lost: {exc}")
+            return True
+        if not data:
+            self.broken("connection closed by server")
+            return True
+        error = None
+        try:
+            frames = self.parser.feed(data)
+        except FrameError as exc:
+            frames = exc.frames
+            error = exc
+        pending = self.pending
+        for f in frames:
+            t = f.type
+            if t == RESPONSE or t == ERROR:
+                slot = pending.pop(f.request_id, None)
+                if slot is None:
+                    if t == ERROR and f.request_id == 0:
+                        self.broken(f"server error: {f.value!r}")
+                    continue
+                if f.error is not None:
+                    self._complete(slot, None, Internal(f"undecodable answer: {f.error}"))
+                elif t == RESPONSE:
+                    self._complete(slot, f.value, None)
+                else:
+                    v = f.value
+                    if type(v) is list and len(v) >= 2:
+                        self._complete(slot, None, error_from_wire(v[0], v[1], v[2] if len(v) > 2 else None))
+                    else:
+                        self._complete(slot, None, Internal(f"malformed error frame: {v!r}"))
+            elif t == HANDSHAKE:
+                info = f.value if type(f.value) is dict else {}
+                names = info.get("methods")
+                self.methods = {n: i for i, n in enumerate(names) if type(n) is str} if type(names) is list else {}
+                self.handshake_done = True
+            elif t == PING:
+                self.send_frame(PONG, 0, f.value, block=False)
+            elif t == GOAWAY:
+                self.goaway = True
+            elif t == PONG:
+                pass
+            else:
+                error = FrameError(f"unexpected {W.MsgType(t).name} frame from server")
+                break
+        if error is not None:
+            if handshake:
+                self.broken(f"protocol error: {error}")
+                raise error
+            self.broken(f"protocol error: {error}")
+        return True
+
+    def _complete(self, slot: _Slot, value: Any, error: Optional[BaseException]) -> None:
+        slot.value = value
+        slot.error = error
+        slot.done = True
+        fut = slot.future
+        if fut is not None:
+            self.go_pending -= 1
+            if error is None:
+                fut.set_result(value)
+            else:
+                fut.set_exception(error)
+        elif self.waiters:
+            with self.cond:
+                self.cond.notify_all()
+
+    def broken(self, reason: str) -> None:
+        """Mark the connection dead and fail every call in flight."""
+        if not self.alive:
+            return
+        self.alive = False
+        self.lost_reason = reason
+        try:
+            self.sock.close()
+        except OSError:  # pragma: no cover
+            pass
+        pending, self.pending = self.pending, {}
+        for slot in pending.values():
+            if not slot.done:
+                self._complete(slot, None, Unavailable(reason))
+        with self.cond:
+            self.cond.notify_all()
+
+    # -- background reader for go() -------------------------------------------------------
+
+    def ensure_reader(self) -> None:
+        if self.reader is None:
+            self.reader = threading.Thread(target=self._reader_loop, name="fastrpc-client-reader", daemon=True)
+            self.reader.start()
+        elif self.waiters or self.go_pending:
+            with self.cond:
+                self.cond.notify_all()
+
+    def _reader_loop(self) -> None:
+        while self.alive:
+            with self.cond:
+                while self.alive and not self.go_pending:
+                    self.cond.wait(1.0)
+            if not self.alive:
+                return
+            if not self.recv_lock.acquire(timeout=0.05):
+                continue  # a sync caller is reading; it hands go() answers out too
+            try:
+                while self.alive and self.go_pending:
+                    deadline = self._next_go_deadline()
+                    if not self._read(deadline):
+                        self._expire_go()
+            finally:
+                self.recv_lock.release()
+                self._wake()
+
+    def _next_go_deadline(self) -> Optional[float]:
+        best = None
+        for slot in list(self.pending.values()):
+            if slot.future is not None and slot.deadline is not None:
+                if best is None or slot.deadline < best:
+                    best = slot.deadline
+        return best
+
+    def _expire_go(self) -> None:
+        now = time.monotonic()
+        for rid, slot in list(self.pending.items()):
+            if slot.future is not None and slot.deadline is not None and slot.deadline <= now:
+                self._expire(rid, slot)
+
+    def close(self) -> None:
+        if self.alive:
+            try:
+                with self.send_lock:
+                    self.writer.write_frame(GOAWAY, 0, (0, "client closing"))
+                    self.sock.sendall(self.writer.take())
+            except OSError:
+                pass
+            try:
+                self.sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            self.broken("client closed")
+
+
+class _SyncProxy:
+    __slots__ = ("_client", "_service")
+
+    def __init__(self, client: "Client", service: str) -> None:
+        self._client = client
+        self._service = service
+
+    def __getattr__(self, name: str) -> Callable[..., Any]:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return functools.partial(self._client.call, f"{self._service}.{name}")
+
+
+class Client:
+    """The synchronous client: ``Client("127.0.0.1:1234").call("Arith.multiply", 7, 8)``.
+
+    Thread-safe: share one instance between threads and their calls are
+    pipelined on one connection.  The connection is opened by the
+    constructor and reopened on demand (with backoff) after it is lost.
+
+    Parameters:
+        address: ``host:port``, ``tcp://host:port`` or ``unix:/path``.
+        timeout: default per-call timeout in seconds (``None``: no deadline).
+        connect_timeout: limit for connecting plus the handshake.
+        max_frame_size: largest frame sent or accepted.
+        backoff: reconnection policy.
+        lazy: do not connect in the constructor.
+    """
+
+    def __init__(
+        self,
+        address: Union[str, Address],
+        *,
+        timeout: Optional[float] = None,
+        connect_timeout: float = 10.0,
+        max_frame_size: int = W.DEFAULT_MAX_FRAME_SIZE,
+        backoff: Optional[Backoff] = None,
+        lazy: bool = False,
+    ) -> None:
+        self.address = parse_address(address)
+        self.timeout = timeout
+        self.connect_timeout = connect_timeout
+        self.max_frame_size = max_frame_size
+        self.backoff = backoff if backoff is not None else Backoff()
+        self._conn: Optional[_SyncConnection] = None
+        self._connect_lock = threading.Lock()
+        self._next_attempt = 0.0
+        self._last_error: Optional[BaseException] = None
+        self._closed = False
+        if not lazy:
+            self._connection()
+
+    def _connection(self) -> _SyncConnection:
+        conn = self._conn
+        if conn is not None and conn.alive and not conn.goaway:
+            return conn
+        with self._connect_lock:
+            conn = self._conn
+            if conn is not None and conn.alive and not conn.goaway:
+                return conn
+            if self._closed:
+                raise Unavailable("client is closed")
+            wait = self._next_attempt - time.monotonic()
+            if wait > 0:
+                raise Unavailable(
+                    f"not connected to {self.address}; next attempt in {wait:.3f}s (last error: {self._last_error})"
+                )
+            try:
+                conn = _SyncConnection(self.address, self.connect_timeout, self.max_frame_size)
+            except BaseException as exc:
+                self._last_error = exc
+                self._next_attempt = time.monotonic() + self.backoff.next_delay()
+                if isinstance(exc, (FrameError, RpcError)):
+                    raise
+                if isinstance(exc, (OSError, FastRPCError)):
+                    raise Unavailable(f"cannot connect to {self.address}: {exc}") from exc
+                raise
+            self.backoff.reset()
+            old, self._conn = self._conn, conn
+            if old is not None and old.alive:
+                old.close()  # after GOAWAY: its calls in flight were answered or are lost
+            return conn
+
+    @property
+    def methods(self) -> List[str]:
+        """The server's method table (from the last handshake)."""
+        conn = self._conn
+        return list(conn.methods) if conn is not None else []
+
+    def call(self, method: str, *args: Any, timeout: Optional[float] = _UNSET, metadata: Optional[dict] = None, **kwargs: Any) -> Any:
+        """Call ``method`` and return its result (blocking).
+
+        Raises the server's :class:`RpcError` subclass on failure,
+        :class:`DeadlineExceeded` when ``timeout`` passes, and
+        :class:`Unavailable` when the connection is down.
+        """
+        if timeout is _UNSET:
+            timeout = self.timeout
+        conn = self._connection()
+        rid, slot = conn.send_request(method, args, kwargs or None, timeout, metadata, None)
+        return conn.wait(rid, slot)
+
+    def go(self, method: str, *args: Any, timeout: Optional[float] = _UNSET, metadata: Optional[dict] = None, **kwargs: Any) -> concurrent.futures.Future:
+        """Start a call and return a :class:`concurrent.futures.Future` of its
+        result (like Go net/rpc's ``Go``).  Calls are sent in the order
+        ``go`` is called."""
+        if timeout is _UNSET:
+            timeout = self.timeout
+        conn = self._connection()
+        fut: concurrent.futures.Future = concurrent.futures.Future()
+        fut.set_running_or_notify_cancel()
+        conn.send_request(method, args, kwargs or None, timeout, metadata, fut)
+        conn.ensure_reader()
+        return fut
+
+    def notify(self, method: str, *args: Any, metadata: Optional[dict] = None, **kwargs: Any) -> None:
+        """Send a one-way call (no answer)."""
+        self._connection().notify(method, args, kwargs or None, metadata)
+
+    def proxy(self, service: str) -> Any:
+        """``client.proxy("Arith").multiply(7, 8)``."""
+        return _SyncProxy(self, service)
+
+    def close(self) -> None:
+        """Close the connection; calls in flight fail with UNAVAILABLE."""
+        self._closed = True
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()
+
+    def __enter__(self) -> "Client":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        conn = getattr(self, "_conn", None)
+        if conn is not None and conn.alive:
+            try:
+                conn.sock.close()
+            except Exception:  # noqa: BLE001 - interpreter shutdown
+                pass
