@@ -263,3 +263,40 @@ def test_response_frames_sent_to_a_server_are_a_protocol_error(run):
             await server.shutdown()
 
     run(main())
+
+
+def test_server_run_serves_until_sigterm_then_exits_cleanly():
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from rpc_support import HERE, free_port
+
+    port = free_port()
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+    proc = subprocess.Popen(
+        [sys.executable, os.path.join(HERE, "run_server.py"), str(port)], stdout=subprocess.PIPE, env=env
+    )
+    try:
+        assert proc.stdout.readline().startswith(b"starting")
+        for _ in range(200):
+            try:
+                client = fastrpc.Client(f"127.0.0.1:{port}")
+                break
+            except fastrpc.Unavailable:
+                time.sleep(0.02)
+        else:
+            pytest.fail("server did not come up")
+        assert client.call("Arith.multiply", 7, 8) == 56
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(10) == 0
+        assert proc.stdout.read().startswith(b"stopped")
+        with pytest.raises(fastrpc.Unavailable):
+            client.call("Arith.multiply", 1, 2)
+        client.close()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        proc.stdout.close()
