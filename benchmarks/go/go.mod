@@ -1,0 +1,3 @@
+module fastrpcbench
+
+go 1.19
