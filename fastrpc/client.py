@@ -48,6 +48,7 @@ from .protocol import (
 __all__ = ["AsyncClient", "Client", "connect", "Backoff"]
 
 _UNSET: Any = object()
+_RECV_SIZE = 256 * 1024
 
 
 class Backoff:
@@ -312,6 +313,10 @@ class _SyncConnection:
         self.handshake_done = False
         self.reader: Optional[threading.Thread] = None
         self._timeout_mode: Optional[float] = None
+        # One receive buffer for the life of the connection: recv() of a
+        # fresh 256 KiB bytes object per call costs an mmap/munmap pair.
+        self._rbuf = bytearray(_RECV_SIZE)
+        self._rview = memoryview(self._rbuf)
         if address.kind == "unix":
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             target: Any = address.path
@@ -452,7 +457,7 @@ class _SyncConnection:
         else:
             self._set_timeout(None)
         try:
-            data = self.sock.recv(262144)
+            n = self.sock.recv_into(self._rbuf)
         except socket.timeout:
             if handshake:
                 raise Unavailable(f"no handshake from {self.address} in time") from None
@@ -460,12 +465,14 @@ class _SyncConnection:
         except OSError as exc:
             self.broken(f"connection lost: {exc}")
             return True
-        if not data:
+        if not n:
             self.broken("connection closed by server")
             return True
         error = None
         try:
-            frames = self.parser.feed(data)
+            # The parser copies what it keeps (a partial frame), so the
+            # buffer can be reused for the next read.
+            frames = self.parser.feed(self._rview[:n])
         except FrameError as exc:
             frames = exc.frames
             error = exc
