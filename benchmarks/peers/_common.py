@@ -325,10 +325,16 @@ class _Phase:
         self.max_calls = max_calls
         self._started = itertools.count()  # next() on it is atomic under the GIL
         self.stopped = False
+        #: calls started in this phase (approximate with threads; used to
+        #: divide the server's CPU time by every call it served)
+        self.taken = 0
 
     def take(self) -> bool:
-        return (not self.stopped and time.monotonic_ns() < self.deadline_ns
-                and next(self._started) < self.max_calls)
+        if (not self.stopped and time.monotonic_ns() < self.deadline_ns
+                and next(self._started) < self.max_calls):
+            self.taken += 1
+            return True
+        return False
 
 
 class _Errors:
@@ -480,7 +486,9 @@ def run_threaded(system: str, args: argparse.Namespace, connect: Callable[[], An
     for t in threads:
         t.join()
     elapsed = max(last_done) - run.start_ns if any(last_done) else 0
-    return _finish_result(system, args, plan, lat_lists, elapsed, errors, extra)
+    result = _finish_result(system, args, plan, lat_lists, elapsed, errors, extra)
+    result["warmup_calls"] = phases["warm"].taken
+    return result
 
 
 # --------------------------------------------------------------------------- asyncio driver
@@ -552,4 +560,6 @@ async def run_asyncio(system: str, args: argparse.Namespace, connect: Callable[[
         except Exception:  # noqa: BLE001
             pass
     elapsed = max(lasts) - run.start_ns if any(lasts) else 0
-    return _finish_result(system, args, plan, lat_lists, elapsed, errors, extra)
+    result = _finish_result(system, args, plan, lat_lists, elapsed, errors, extra)
+    result["warmup_calls"] = warm.taken
+    return result

@@ -69,6 +69,7 @@ type Result struct {
 	Error        *string `json:"error"`
 	Codec        string  `json:"codec"`
 	GoMaxProcs   int     `json:"gomaxprocs"`
+	WarmupCalls  int64   `json:"warmup_calls"`
 }
 
 // jfloat is a float64 that always encodes as a JSON float ("12.0", never "12"), as Python's
@@ -366,6 +367,10 @@ func main() {
 		fatal(fmt.Sprintf("warm-up aborted after %d failed calls; first: %s", warm.errorCount(), warm.first()))
 	}
 
+	res.WarmupCalls = atomic.LoadInt64(&warm.started)
+	if res.WarmupCalls > warm.maxCalls {
+		res.WarmupCalls = warm.maxCalls
+	}
 	run := newPhase(*duration, *maxCalls)
 	results := runPhase(clients, window, run, isAdd, payload, true)
 	for _, c := range clients {
