@@ -191,6 +191,9 @@ def run_client(system: System, server: Running, workload: str, duration: float, 
     except (json.JSONDecodeError, IndexError) as exc:
         result = {"error": f"bad client output: {exc}", "calls": 0}
     cpu = server.cpu_seconds() - cpu0
+    want = "cython" if "Cython" in system.name else "python" if "pure Python" in system.name else None
+    if want and result.get("impl") not in (None, want):
+        result = {"error": f"wrong build: the client ran the {result.get('impl')} implementation", "calls": 0}
     served = result.get("calls", 0) + result.get("warmup_calls", 0)
     result["server_cpu_s"] = cpu
     result["server_cpu_us_per_call"] = (cpu / served * 1e6) if served else None

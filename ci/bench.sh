@@ -13,7 +13,10 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 PY="$VENV/bin/python"
 "$PY" -m pip install -q --upgrade pip
-"$PY" -m pip install -q . -r benchmarks/peers/requirements.txt matplotlib psutil
+"$PY" -m pip install -q -r benchmarks/peers/requirements.txt matplotlib psutil setuptools "Cython>=3,<4"
+# The peers run from the checkout (python -m benchmarks.peers...), so the
+# fastrpc they import is this source tree: build its extensions in place.
+"$PY" setup.py -q build_ext --inplace
 
 if ! command -v go >/dev/null 2>&1; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
@@ -28,10 +31,9 @@ if command -v go >/dev/null 2>&1; then
     sh benchmarks/go/build.sh
 fi
 
-# Run from the checkout: the peers are modules of the benchmarks package;
-# fastrpc itself comes from the venv (with its compiled extensions).
 "$PY" - <<'PYEOF'
 import fastrpc
+assert fastrpc.EXTENSIONS_ACTIVE, "the Cython extensions did not build"
 print("fastrpc", fastrpc.__version__, "extensions active:", fastrpc.EXTENSIONS_ACTIVE)
 PYEOF
 exec "$PY" -m benchmarks.harness "$@"
