@@ -16,7 +16,7 @@ from __future__ import annotations
 import struct
 from typing import Any, Callable, Optional
 
-from ._wire import DEFAULT_MAX_DEPTH, ExtType
+from ._wire import DEFAULT_MAX_DEPTH, MAX_DEPTH_LIMIT, ExtType
 from .errors import DecodeError, EncodeError
 
 __all__ = ["Encoder", "Decoder", "packb", "unpackb", "ExtType"]
@@ -60,8 +60,7 @@ class Encoder:
         max_depth: int = DEFAULT_MAX_DEPTH,
         default: Optional[Callable[[Any], Any]] = None,
     ) -> None:
-        if max_depth < 0:
-            raise ValueError("max_depth must be >= 0")
+        _check_depth(max_depth)
         self.max_depth = max_depth
         self.default = default
 
@@ -79,6 +78,9 @@ class Encoder:
         start = len(buf)
         try:
             self._pack(buf, obj, 0)
+        except RecursionError:
+            del buf[start:]
+            raise EncodeError("value nested too deeply for the Python stack") from None
         except BaseException:
             del buf[start:]
             raise
@@ -252,6 +254,11 @@ def _pack_ext(buf: bytearray, code: int, data: bytes) -> None:
 _NO_LIMIT = 0xFFFFFFFF
 
 
+def _check_depth(max_depth: int) -> None:
+    if not 0 <= max_depth <= MAX_DEPTH_LIMIT:
+        raise ValueError(f"max_depth must be in 0..{MAX_DEPTH_LIMIT}")
+
+
 class Decoder:
     """Decodes one msgpack value, bounded for untrusted input.
 
@@ -274,8 +281,7 @@ class Decoder:
         max_ext_len: Optional[int] = None,
         ext_hook: Optional[Callable[[int, bytes], Any]] = None,
     ) -> None:
-        if max_depth < 0:
-            raise ValueError("max_depth must be >= 0")
+        _check_depth(max_depth)
         self.max_depth = max_depth
         self.max_str_len = _NO_LIMIT if max_str_len is None else max_str_len
         self.max_bin_len = _NO_LIMIT if max_bin_len is None else max_bin_len
@@ -292,9 +298,14 @@ class Decoder:
 
     def decode_range(self, data: bytes, start: int, end: int) -> Any:
         """Decode exactly one value filling ``data[start:end]``."""
-        if start >= end:
+        if not 0 <= start <= end <= len(data):
+            raise ValueError(f"range {start}:{end} is outside the {len(data)}-byte input")
+        if start == end:
             raise DecodeError("empty input: expected a msgpack value")
-        obj, pos = self._decode(data, start, end, 0)
+        try:
+            obj, pos = self._decode(data, start, end, 0)
+        except RecursionError:
+            raise DecodeError("value nested too deeply for the Python stack") from None
         if pos != end:
             raise DecodeError(f"{end - pos} trailing byte(s) after the msgpack value")
         return obj
@@ -401,7 +412,10 @@ class Decoder:
         code = _unpack_b(data, pos)[0]
         payload = data[pos + 1 : stop]
         if self.ext_hook is not None:
-            return self.ext_hook(code, payload), stop
+            try:
+                return self.ext_hook(code, payload), stop
+            except Exception as exc:  # noqa: BLE001 - user code fed by the peer
+                raise DecodeError(f"ext_hook failed on ext type {code}: {exc!r}") from exc
         return ExtType(code, payload), stop
 
     def _array(self, data: bytes, pos: int, end: int, n: int, depth: int):

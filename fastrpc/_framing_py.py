@@ -6,6 +6,7 @@ and exceptions.  ``_impl.py`` picks one of the two.
 
 from __future__ import annotations
 
+import copy
 import struct
 from typing import Any, List, Optional, Tuple, Union
 
@@ -141,8 +142,7 @@ class FrameParser:
         call raises the same kind of error.
         """
         if self._error is not None:
-            err = self._error
-            raise type(err)(*err.args)
+            raise self._again()
         if type(data) is not bytes:
             data = bytes(data)
         frames: List[Frame] = []
@@ -152,13 +152,23 @@ class FrameParser:
             exc.frames = frames
             self._error = exc
             self._buf = bytearray()
+            self._preface_buf = bytearray()
             raise
         return frames
+
+    def _again(self) -> FrameError:
+        # The same error again (class, message, attributes such as
+        # peer_version), without the frames already handed out.
+        err = copy.copy(self._error)
+        err.frames = []
+        return err
 
     def feed_eof(self) -> None:
         """Signal the end of the stream; raises :class:`TruncatedFrame` if a
         frame (or the preface) was left incomplete."""
-        if self._error is None and (self._buf or self._preface_buf):
+        if self._error is not None:
+            raise self._again()
+        if self._buf or self._preface_buf:
             self._error = TruncatedFrame(
                 f"stream ended inside a frame ({self.buffered} byte(s) of an incomplete frame buffered)"
             )
@@ -367,8 +377,8 @@ class FrameWriter:
         start = len(buf)
         flags = 0
         method_index = 0
-        if type(method) is int:
-            method_index = method
+        if isinstance(method, int) and not isinstance(method, bool):
+            method_index = int(method)
         else:
             flags |= W.FLAG_METHOD_NAME
         if deadline is not None:
@@ -390,11 +400,12 @@ class FrameWriter:
                 buf += _pack_H(len(name))
                 buf += name
             if deadline is not None:
+                _check_int(deadline, "deadline")
                 if deadline < 0 or deadline > W.MAX_DEADLINE_US:
                     raise OverflowError("deadline out of range")
                 buf += _pack_Q(deadline)
             if metadata:
-                if type(metadata) is not dict:
+                if not isinstance(metadata, dict):
                     raise TypeError("metadata must be a dict")
                 mstart = len(buf)
                 buf += b"\0\0\0\0"
@@ -439,11 +450,18 @@ class FrameWriter:
         _pack_header_into(self._buf, start, size - 4, mtype, flags, method, request_id)
 
 
+def _check_int(n: Any, what: str) -> None:
+    if not isinstance(n, int) or isinstance(n, bool):
+        raise TypeError(f"{what} must be an int, not {type(n).__name__}")
+
+
 def _check_u32(n: int, what: str) -> None:
+    _check_int(n, what)
     if not 0 <= n <= 0xFFFFFFFF:
         raise OverflowError(f"{what} {n} out of range 0..2**32-1")
 
 
 def _check_u16(n: int, what: str) -> None:
+    _check_int(n, what)
     if not 0 <= n <= 0xFFFF:
         raise OverflowError(f"{what} {n} out of range 0..65535")

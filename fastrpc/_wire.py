@@ -33,6 +33,9 @@ MAX_METHOD_NAME = 0xFFFF
 MAX_DEADLINE_US = 0xFFFFFFFFFFFFFFFF
 
 DEFAULT_MAX_DEPTH = 64
+#: Largest max_depth a codec accepts: deeper recursion could exhaust the C
+#: stack of the compiled codec (and Python's recursion limit in the fallback).
+MAX_DEPTH_LIMIT = 1000
 
 
 class MsgType(enum.IntEnum):

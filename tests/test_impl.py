@@ -1,0 +1,199 @@
+"""Which implementation is loaded, and the wire constants both must share.
+
+* ``FASTRPC_NO_EXTENSIONS=1`` must select the pure-Python twins (checked in
+  fresh interpreters, with the variable set and unset).
+* ``FASTRPC_REQUIRE_EXTENSIONS=1`` (set by the CI pass that builds the
+  extensions) makes ``test_compiled_modules_loaded`` insist that the compiled
+  modules are the ones ``fastrpc`` exports: a silent fallback cannot pass.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.machinery
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+import fastrpc
+from fastrpc import _wire as W
+
+_NAMES = ("Encoder", "Decoder", "packb", "unpackb", "Frame", "FrameParser", "FrameWriter")
+_C_MODULES = {"Encoder": "fastrpc._codec", "Decoder": "fastrpc._codec", "packb": "fastrpc._codec",
+              "unpackb": "fastrpc._codec", "Frame": "fastrpc._framing", "FrameParser": "fastrpc._framing",
+              "FrameWriter": "fastrpc._framing"}
+_PY_MODULES = {name: mod.replace("._codec", "._codec_py").replace("._framing", "._framing_py") for name, mod in _C_MODULES.items()}
+
+
+def _flag(name):
+    return os.environ.get(name, "") not in ("", "0", "false", "False")
+
+
+REQUIRE_EXTENSIONS = _flag("FASTRPC_REQUIRE_EXTENSIONS")
+
+_PROBE = """
+import json, fastrpc
+names = {names!r}
+print(json.dumps({{
+    "active": fastrpc.EXTENSIONS_ACTIVE,
+    "implementation": fastrpc.IMPLEMENTATION,
+    "modules": {{n: getattr(fastrpc, n).__module__ for n in names}},
+}}))
+"""
+
+
+def _run(code, **env_changes):
+    """Run ``code`` in a fresh interpreter that imports this same fastrpc."""
+    env = dict(os.environ)
+    for key in ("FASTRPC_NO_EXTENSIONS",):
+        env.pop(key, None)
+    env.update(env_changes)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(fastrpc.__file__)))
+    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    proc = subprocess.run(
+        [sys.executable, "-W", "error", "-c", code], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout
+
+
+def _probe(**env_changes):
+    return json.loads(_run(_PROBE.format(names=_NAMES), **env_changes))
+
+
+def _compiled_importable():
+    out = _run(
+        "import importlib\n"
+        "try:\n"
+        "    importlib.import_module('fastrpc._codec'); importlib.import_module('fastrpc._framing')\n"
+        "except ImportError:\n"
+        "    print('no')\n"
+        "else:\n"
+        "    print('yes')\n"
+    )
+    return out.strip() == "yes"
+
+
+@pytest.fixture(scope="module")
+def compiled_importable():
+    return _compiled_importable()
+
+
+@pytest.mark.parametrize("value", ["1", "yes", "true"])
+def test_no_extensions_forces_pure(value):
+    info = _probe(FASTRPC_NO_EXTENSIONS=value)
+    assert info["active"] is False
+    assert info["implementation"] == "py"
+    assert info["modules"] == _PY_MODULES
+
+
+@pytest.mark.parametrize("value", [None, "", "0", "false"], ids=["unset", "empty", "0", "false"])
+def test_extensions_used_when_available(value, compiled_importable):
+    info = _probe() if value is None else _probe(FASTRPC_NO_EXTENSIONS=value)
+    if compiled_importable:
+        assert info["active"] is True
+        assert info["implementation"] == "c"
+        assert info["modules"] == _C_MODULES
+    else:
+        assert info["active"] is False
+        assert info["implementation"] == "py"
+        assert info["modules"] == _PY_MODULES
+
+
+def test_this_process_is_consistent():
+    """All seven names come from one pair (never half accelerated), and the
+    flags agree with them and with the environment."""
+    modules = {n: getattr(fastrpc, n).__module__ for n in _NAMES}
+    assert modules in (_C_MODULES, _PY_MODULES)
+    assert fastrpc.EXTENSIONS_ACTIVE is (modules == _C_MODULES)
+    assert fastrpc.IMPLEMENTATION == ("c" if fastrpc.EXTENSIONS_ACTIVE else "py")
+    if _flag("FASTRPC_NO_EXTENSIONS"):
+        assert fastrpc.EXTENSIONS_ACTIVE is False
+
+
+@pytest.mark.skipif(not REQUIRE_EXTENSIONS, reason="FASTRPC_REQUIRE_EXTENSIONS is not set (only the build-and-test CI pass requires the compiled modules)")
+def test_compiled_modules_loaded():
+    """Guard against a silent fallback to pure Python."""
+    assert not _flag("FASTRPC_NO_EXTENSIONS"), "FASTRPC_REQUIRE_EXTENSIONS and FASTRPC_NO_EXTENSIONS contradict each other"
+    assert fastrpc.EXTENSIONS_ACTIVE is True
+    assert fastrpc.IMPLEMENTATION == "c"
+    codec = importlib.import_module("fastrpc._codec")
+    framing = importlib.import_module("fastrpc._framing")
+    for mod in (codec, framing):  # really compiled, not a .py stand-in
+        assert mod.__file__.endswith(tuple(importlib.machinery.EXTENSION_SUFFIXES)), mod.__file__
+    assert fastrpc.FrameParser is framing.FrameParser
+    assert fastrpc.FrameWriter is framing.FrameWriter
+    assert fastrpc.Frame is framing.Frame
+    assert fastrpc.Encoder is codec.Encoder
+    assert fastrpc.Decoder is codec.Decoder
+    assert fastrpc.packb is codec.packb
+    assert fastrpc.unpackb is codec.unpackb
+
+
+def test_import_emits_no_warnings():
+    _run("import fastrpc")
+    _run("import fastrpc", FASTRPC_NO_EXTENSIONS="1")
+
+
+# --------------------------------------------------------------------------
+# wire constants
+
+
+def test_wire_constants_pinned():
+    """The protocol numbers (docs/protocol.md); changing one is a new version."""
+    assert (W.PROTOCOL_MAJOR, W.PROTOCOL_MINOR) == (1, 0)
+    assert W.MAGIC == b"FRPC" and W.PREFACE == b"FRPC\x01\x00\r\n" and W.PREFACE_SIZE == 8
+    assert (W.HEADER_SIZE, W.HEADER_BODY_SIZE) == (12, 8)
+    assert {m.name: m.value for m in W.MsgType} == {
+        "REQUEST": 1, "RESPONSE": 2, "ERROR": 3, "NOTIFY": 4, "CANCEL": 5,
+        "PING": 6, "PONG": 7, "GOAWAY": 8, "HANDSHAKE": 9,
+    }
+    assert (W.MIN_MSG_TYPE, W.MAX_MSG_TYPE) == (min(W.MsgType), max(W.MsgType))
+    assert (W.FLAG_METHOD_NAME, W.FLAG_DEADLINE, W.FLAG_METADATA, W.FLAG_KWARGS) == (1, 2, 4, 8)
+    assert W.KNOWN_FLAGS == 0x0F
+    assert W.DEFAULT_MAX_FRAME_SIZE == 64 * 1024 * 1024
+    assert W.MAX_FRAME_SIZE_LIMIT == 2**32 - 1 + 4
+    assert (W.MAX_REQUEST_ID, W.MAX_METHOD_INDEX, W.MAX_METHOD_NAME, W.MAX_DEADLINE_US) == (2**32 - 1, 2**16 - 1, 2**16 - 1, 2**64 - 1)
+    assert fastrpc.MsgType is W.MsgType and fastrpc.ExtType is W.ExtType
+    assert (fastrpc.PROTOCOL_MAJOR, fastrpc.PROTOCOL_MINOR) == (1, 0)
+
+
+_SCALARS = [
+    "PROTOCOL_MAJOR", "PROTOCOL_MINOR", "MAGIC", "PREFACE", "PREFACE_SIZE", "HEADER_SIZE", "HEADER_BODY_SIZE",
+    "DEFAULT_MAX_FRAME_SIZE", "MAX_FRAME_SIZE_LIMIT", "MIN_MSG_TYPE", "MAX_MSG_TYPE",
+    "FLAG_METHOD_NAME", "FLAG_DEADLINE", "FLAG_METADATA", "FLAG_KWARGS", "KNOWN_FLAGS", "DEFAULT_MAX_DEPTH",
+    "MAX_REQUEST_ID", "MAX_METHOD_INDEX", "MAX_METHOD_NAME", "MAX_DEADLINE_US",
+]
+_ENUM_PREFIXES = ("", "MSG_", "MSGTYPE_", "MSG_TYPE_", "TYPE_", "T_")
+
+
+def test_wire_constants_match_compiled():
+    """If the compiled parser exposes its copy of the wire enum (``cpdef enum``
+    or module constants), every number must equal fastrpc._wire's."""
+    try:
+        framing = importlib.import_module("fastrpc._framing")
+    except ImportError as exc:
+        if REQUIRE_EXTENSIONS:
+            pytest.fail(f"FASTRPC_REQUIRE_EXTENSIONS=1 but fastrpc._framing does not import: {exc}")
+        pytest.skip(f"compiled extensions not available ({exc})")
+    checked = []
+    for name in _SCALARS:
+        if hasattr(framing, name):
+            assert getattr(framing, name) == getattr(W, name), name
+            checked.append(name)
+    for member in W.MsgType:
+        for prefix in _ENUM_PREFIXES:
+            cname = prefix + member.name
+            if hasattr(framing, cname):
+                assert int(getattr(framing, cname)) == member.value, cname
+                checked.append(cname)
+    enum_cls = getattr(framing, "MsgType", None)
+    if enum_cls is not None and enum_cls is not W.MsgType:
+        for member in W.MsgType:
+            assert int(getattr(enum_cls, member.name)) == member.value, f"MsgType.{member.name}"
+            checked.append(f"MsgType.{member.name}")
+    if not checked:
+        pytest.skip("fastrpc._framing does not expose its wire constants to Python (cdef enum only)")
