@@ -106,6 +106,10 @@ class AsyncClient:
         connect_timeout: limit for connecting plus the handshake.
         max_frame_size: largest frame sent or accepted.
         backoff: reconnection policy after the connection is lost.
+        keepalive_interval: ping the server after this many silent seconds;
+            if it stays silent ``keepalive_timeout`` more seconds the
+            connection is dropped and its calls fail with UNAVAILABLE
+            (``None``: no pings).
     """
 
     def __init__(
@@ -116,7 +120,11 @@ class AsyncClient:
         connect_timeout: float = 10.0,
         max_frame_size: int = W.DEFAULT_MAX_FRAME_SIZE,
         backoff: Optional[Backoff] = None,
+        keepalive_interval: Optional[float] = None,
+        keepalive_timeout: float = 20.0,
     ) -> None:
+        self.keepalive_interval = keepalive_interval
+        self.keepalive_timeout = keepalive_timeout
         self.address = parse_address(address)
         self.timeout = timeout
         self.connect_timeout = connect_timeout
@@ -169,7 +177,14 @@ class AsyncClient:
         addr = self.address
         transport = None
         try:
-            factory = functools.partial(ClientProtocol, loop, max_frame_size=self.max_frame_size, on_lost=self._on_lost)
+            factory = functools.partial(
+                ClientProtocol,
+                loop,
+                max_frame_size=self.max_frame_size,
+                on_lost=self._on_lost,
+                keepalive_interval=self.keepalive_interval,
+                keepalive_timeout=self.keepalive_timeout,
+            )
             if addr.kind == "unix":
                 coro = loop.create_unix_connection(factory, addr.path)
             else:
@@ -499,11 +514,17 @@ class _SyncConnection:
                 info = f.value if type(f.value) is dict else {}
                 names = info.get("methods")
                 self.methods = {n: i for i, n in enumerate(names) if type(n) is str} if type(names) is list else {}
+                peer_max = info.get("max_frame_size")
+                if type(peer_max) is int and W.HEADER_SIZE <= peer_max < self.writer.max_frame_size:
+                    with self.send_lock:
+                        self.writer = FrameWriter(max_frame_size=peer_max)
                 self.handshake_done = True
             elif t == PING:
                 self.send_frame(PONG, 0, f.value, block=False)
             elif t == GOAWAY:
                 self.goaway = True
+                if type(f.value) is list and len(f.value) >= 2:
+                    self.lost_reason = f"server said goaway: {f.value[1]}"
             elif t == PONG:
                 pass
             else:

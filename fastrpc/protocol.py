@@ -62,10 +62,16 @@ def set_nodelay(transport: asyncio.BaseTransport) -> None:
 class BaseProtocol(asyncio.Protocol):
     """Transport, parser, writer and write coalescing for one connection."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, *, max_frame_size: int = W.DEFAULT_MAX_FRAME_SIZE) -> None:
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        *,
+        max_frame_size: int = W.DEFAULT_MAX_FRAME_SIZE,
+        decoder: Optional[Any] = None,
+    ) -> None:
         self._loop = loop
         self._max_frame_size = max_frame_size
-        self._parser = FrameParser(max_frame_size=max_frame_size)
+        self._parser = FrameParser(max_frame_size=max_frame_size, decoder=decoder)
         self._writer = FrameWriter(max_frame_size=max_frame_size)
         self._transport: Optional[asyncio.Transport] = None
         self._flush_handle: Optional[asyncio.Handle] = None
@@ -171,8 +177,15 @@ class ClientProtocol(BaseProtocol):
         *,
         max_frame_size: int = W.DEFAULT_MAX_FRAME_SIZE,
         on_lost: Optional[Callable[["ClientProtocol", Optional[BaseException]], None]] = None,
+        keepalive_interval: Optional[float] = None,
+        keepalive_timeout: float = 20.0,
     ) -> None:
         super().__init__(loop, max_frame_size=max_frame_size)
+        self._keepalive_interval = keepalive_interval
+        self._keepalive_timeout = keepalive_timeout
+        self._keepalive_timer: Optional[asyncio.TimerHandle] = None
+        self._last_seen = 0.0
+        self._ping_sent = False
         self._pending: Dict[int, asyncio.Future] = {}
         self._next_id = 0
         self._on_lost = on_lost
@@ -195,8 +208,33 @@ class ClientProtocol(BaseProtocol):
         w.write_preface()
         w.write_frame(HANDSHAKE, 0, {"client": AGENT, "max_frame_size": self._max_frame_size})
         self._flush()
+        self._last_seen = self._loop.time()
+        if self._keepalive_interval is not None:
+            self._keepalive_timer = self._loop.call_later(self._keepalive_interval / 2, self._keepalive)
+
+    def _keepalive(self) -> None:
+        # Ping a silent server; abort the connection when it stays silent
+        # (half-open: the peer vanished without a FIN), which fails every
+        # call in flight with UNAVAILABLE instead of letting it hang.
+        self._keepalive_timer = None
+        if self._transport is None:
+            return
+        silent = self._loop.time() - self._last_seen
+        interval = self._keepalive_interval or 0.0
+        if self._ping_sent and silent >= interval + self._keepalive_timeout:
+            self.lost_reason = f"no answer from the server for {silent:.1f}s (keepalive)"
+            self.abort()
+            return
+        if not self._ping_sent and silent >= interval:
+            self._ping_sent = True
+            self._writer.write_frame(PING, 0, 0)
+            self._schedule_flush()
+        self._keepalive_timer = self._loop.call_later(interval / 2, self._keepalive)
 
     def data_received(self, data: bytes) -> None:
+        if self._keepalive_timer is not None:
+            self._last_seen = self._loop.time()
+            self._ping_sent = False
         error = None
         try:
             frames = self._parser.feed(data)
@@ -226,6 +264,9 @@ class ClientProtocol(BaseProtocol):
                 self._on_handshake(f)
             elif t == GOAWAY:
                 self.peer_goaway = True
+                v = f.value
+                if type(v) is list and len(v) >= 2:
+                    self.lost_reason = f"server said goaway: {v[1]}"
                 if self._on_lost is not None:
                     # The owner stops sending new calls here; the calls in
                     # flight still complete.
@@ -260,11 +301,20 @@ class ClientProtocol(BaseProtocol):
         if type(methods) is list:
             self.methods = {name: i for i, name in enumerate(methods) if type(name) is str}
         self.server_info = info
+        peer_max = info.get("max_frame_size")
+        if type(peer_max) is int and W.HEADER_SIZE <= peer_max < self._max_frame_size:
+            # Never send a frame the server would refuse (and close the
+            # connection for): the writer raises FrameTooLarge instead.
+            self._flush()
+            self._writer = FrameWriter(max_frame_size=peer_max)
         if not self.handshake.done():
             self.handshake.set_result(info)
 
     def connection_lost(self, exc: Optional[BaseException]) -> None:
         super().connection_lost(exc)
+        if self._keepalive_timer is not None:
+            self._keepalive_timer.cancel()
+            self._keepalive_timer = None
         reason = self.lost_reason or (f"connection lost: {exc}" if exc else "connection closed by peer")
         err = Unavailable(reason)
         if not self.handshake.done():
@@ -309,7 +359,7 @@ class ClientProtocol(BaseProtocol):
         if self._closing or self._transport is None:
             raise Unavailable(self.lost_reason or "connection is closed")
         if self.peer_goaway:
-            raise Unavailable("server is shutting down (goaway)")
+            raise Unavailable(self.lost_reason or "server is shutting down (goaway)")
         deadline = None
         if timeout is not None:
             if timeout <= 0:

@@ -32,6 +32,7 @@ from .errors import (
     RpcError,
     StatusCode,
 )
+from ._impl import Decoder
 from .protocol import (
     AGENT,
     CANCEL,
@@ -61,6 +62,8 @@ _UNAVAILABLE = int(StatusCode.UNAVAILABLE)
 _DEADLINE_EXCEEDED = int(StatusCode.DEADLINE_EXCEEDED)
 _RESOURCE_EXHAUSTED = int(StatusCode.RESOURCE_EXHAUSTED)
 _CANCELLED = int(StatusCode.CANCELLED)
+#: answers buffered past this are written before the next request is handled
+_FLUSH_AT = 256 * 1024
 
 
 def blocking(fn: Callable) -> Callable:
@@ -192,8 +195,18 @@ class ServerConnection(BaseProtocol):
     """The server end of one client connection."""
 
     def __init__(self, server: "Server") -> None:
-        super().__init__(server._loop, max_frame_size=server.max_frame_size)
+        super().__init__(server._loop, max_frame_size=server.max_frame_size, decoder=Decoder(**server._decoder_limits))
         self._server = server
+        self._max_in_flight = server.max_in_flight
+        self._read_paused = False
+        #: frames read but not yet processed because max_in_flight was hit
+        self._backlog: Optional[List[Any]] = None
+        self._pending_error: Optional[BaseException] = None
+        self._connected_at = 0.0
+        self._handshaken = False
+        self._last_seen = 0.0
+        self._ping_sent = False
+        self._timer: Optional[asyncio.TimerHandle] = None
         self._methods: List[_Method] = server._table
         self._by_name: Dict[str, _Method] = server._by_name
         self._debug = server.debug
@@ -206,15 +219,27 @@ class ServerConnection(BaseProtocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
-        self._server._connections.add(self)
+        server = self._server
         self._writer.write_preface()
+        if server.max_connections is not None and len(server._connections) >= server.max_connections:
+            log.warning("refusing connection from %s: max_connections=%d reached", self._peer(), server.max_connections)
+            self._writer.write_frame(GOAWAY, 0, (_RESOURCE_EXHAUSTED, "too many connections"))
+            self.close()
+            return
+        server._connections.add(self)
         self._flush()
-        if self._server._shutting_down:
+        self._last_seen = self._connected_at = self._loop.time()
+        self._arm_timer()
+        if server._shutting_down:
             self.start_draining()
 
     def connection_lost(self, exc: Optional[BaseException]) -> None:
         super().connection_lost(exc)
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         self._server._connections.discard(self)
+        self._backlog = None
         for call in list(self._calls.values()) + list(self._notifications):
             call.cancel("lost")
         self._calls.clear()
@@ -237,7 +262,86 @@ class ServerConnection(BaseProtocol):
                 self._idle_waiter = self._loop.create_future()
             await self._idle_waiter
 
+    # -- backpressure -----------------------------------------------------------
+    # Reading stops while max_in_flight calls run or while the transport's
+    # write buffer is above its high-water mark (a client that does not read
+    # its answers); it resumes when both are clear.
+
+    def _pause_reading(self) -> None:
+        if not self._read_paused and self._transport is not None:
+            self._read_paused = True
+            self._transport.pause_reading()
+
+    def _maybe_resume_reading(self) -> None:
+        if (
+            self._read_paused
+            and not self._write_paused
+            and self._transport is not None
+            and len(self._calls) + len(self._notifications) < self._max_in_flight
+        ):
+            self._read_paused = False
+            backlog = self._backlog
+            if backlog is not None:
+                self._backlog = None
+                error, self._pending_error = self._pending_error, None
+                self._process(backlog, 0, error)
+                if self._read_paused or self._transport is None:
+                    return  # paused again (or closed) by the backlog itself
+            self._transport.resume_reading()
+
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        self._pause_reading()
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        self._maybe_resume_reading()
+
+    # -- timers: handshake, idle, keepalive -----------------------------------------
+
+    def _arm_timer(self) -> None:
+        server = self._server
+        delays = [
+            d
+            for d in (
+                server.handshake_timeout if not self._handshaken else None,
+                server.idle_timeout,
+                server.keepalive_interval,
+            )
+            if d is not None
+        ]
+        if delays and self._transport is not None:
+            self._timer = self._loop.call_later(min(delays) / 2 if len(delays) > 1 else min(delays), self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        if self._transport is None:
+            return
+        server = self._server
+        now = self._loop.time()
+        silent = now - self._last_seen
+        if not self._handshaken and server.handshake_timeout is not None and now - self._connected_at >= server.handshake_timeout:
+            log.info("closing %s: no handshake within %ss", self._peer(), server.handshake_timeout)
+            self.abort()
+            return
+        if server.keepalive_interval is not None:
+            if self._ping_sent and silent >= server.keepalive_interval + server.keepalive_timeout:
+                log.info("closing %s: no answer to keepalive ping (half-open?)", self._peer())
+                self.abort()
+                return
+            if not self._ping_sent and silent >= server.keepalive_interval:
+                self._ping_sent = True
+                self._writer.write_frame(PING, 0, 0)
+                self._flush()
+        if server.idle_timeout is not None and silent >= server.idle_timeout and not self.in_flight:
+            log.info("closing %s: idle for %.1fs", self._peer(), silent)
+            self.send_goaway(_UNAVAILABLE, "idle timeout")
+            self.close()
+            return
+        self._arm_timer()
+
     def _wake_idle(self) -> None:
+        self._maybe_resume_reading()
         w = self._idle_waiter
         if w is not None and not self.in_flight:
             self._idle_waiter = None
@@ -247,20 +351,44 @@ class ServerConnection(BaseProtocol):
     # -- input ------------------------------------------------------------------
 
     def data_received(self, data: bytes) -> None:
+        self._last_seen = self._loop.time()
+        self._ping_sent = False
         error = None
         try:
             frames = self._parser.feed(data)
         except FrameError as exc:
             frames = exc.frames
             error = exc
-        for f in frames:
+        if self._backlog is not None:
+            # Still working through an earlier batch: keep the order.
+            self._backlog.extend(frames)
+            frames = []
+            self._pending_error = self._pending_error or error
+            return
+        self._process(frames, 0, error)
+
+    def _process(self, frames: List[Any], i: int, error: Optional[BaseException]) -> None:
+        n = len(frames)
+        while i < n:
+            f = frames[i]
+            i += 1
             t = f.type
-            if t == REQUEST:
-                error = self._on_request(f, False)
+            if t == REQUEST or t == NOTIFY:
+                error = self._on_request(f, t == NOTIFY) or error
                 if error is not None:
                     break
-            elif t == NOTIFY:
-                self._on_request(f, True)
+                if len(self._writer) >= _FLUSH_AT:
+                    # Large answers leave at once, so the transport can say
+                    # (pause_writing) that the peer is not reading them.
+                    self._flush()
+                if self._read_paused:
+                    # max_in_flight reached or the peer stopped reading our
+                    # answers: the rest of this batch (at most one read)
+                    # waits until that clears.
+                    if i < n:
+                        self._backlog = frames[i:]
+                        self._pending_error = error
+                    break
             elif t == CANCEL:
                 call = self._calls.get(f.request_id)
                 if call is not None:
@@ -268,13 +396,14 @@ class ServerConnection(BaseProtocol):
             elif t == PING:
                 self._writer.write_frame(PONG, 0, f.value)
             elif t == HANDSHAKE:
+                self._handshaken = True
                 self._writer.write_frame(HANDSHAKE, 0, self._server._handshake_info)
             elif t == PONG or t == GOAWAY:
                 pass
             else:
                 error = MalformedFrame(f"unexpected {W.MsgType(t).name} frame from a client")
                 break
-        if error is not None:
+        if error is not None and self._backlog is None:
             log.info("closing connection from %s: %s", self._peer(), error)
             self._protocol_error(error)
         elif len(self._writer):
@@ -362,6 +491,8 @@ class ServerConnection(BaseProtocol):
             self._notifications.add(call)
         else:
             self._calls[rid] = call
+        if len(self._calls) + len(self._notifications) >= self._max_in_flight:
+            self._pause_reading()
         if deadline is not None:
             call.timer = self._loop.call_later(deadline / 1e6, call.deadline_passed)
         fut.add_done_callback(call.done)
@@ -420,7 +551,24 @@ class Server:
 
     Parameters:
         debug: include handler tracebacks in UNKNOWN errors sent to callers.
-        max_frame_size: largest frame accepted or sent, in bytes.
+        max_frame_size: largest frame accepted or sent, in bytes; a larger
+            announced frame closes the connection before it is buffered.
+        max_depth, max_str_len, max_bin_len, max_array_len, max_map_len:
+            limits for decoding arguments (see :class:`fastrpc.Decoder`);
+            a call that breaks them fails with INVALID_ARGUMENT.
+        max_in_flight: calls (async or blocking) running at once per
+            connection; past it the server stops reading that connection
+            until some finish (backpressure: nothing queued without bound,
+            nothing dropped).
+        max_connections: open connections allowed; a new one past it gets
+            GOAWAY (RESOURCE_EXHAUSTED) and is closed.  ``None``: no limit.
+        handshake_timeout: seconds a new connection has to send its preface
+            and handshake (slowloris protection).
+        idle_timeout: close a connection with no call in flight that has
+            been silent this long (``None``: never).
+        keepalive_interval: ping a connection that has been silent this
+            long; one that stays silent ``keepalive_timeout`` more seconds is
+            closed as half-open (``None``: no pings).
         executor: thread pool for :func:`blocking` handlers (created lazily
             when not given).
         max_workers: size of that lazily created pool.
@@ -431,11 +579,38 @@ class Server:
         *,
         debug: bool = False,
         max_frame_size: int = W.DEFAULT_MAX_FRAME_SIZE,
+        max_depth: int = W.DEFAULT_MAX_DEPTH,
+        max_str_len: Optional[int] = None,
+        max_bin_len: Optional[int] = None,
+        max_array_len: Optional[int] = None,
+        max_map_len: Optional[int] = None,
+        max_in_flight: int = 1024,
+        max_connections: Optional[int] = None,
+        handshake_timeout: Optional[float] = 10.0,
+        idle_timeout: Optional[float] = None,
+        keepalive_interval: Optional[float] = None,
+        keepalive_timeout: float = 20.0,
         executor: Optional[concurrent.futures.Executor] = None,
         max_workers: Optional[int] = None,
     ) -> None:
+        if max_in_flight < 1:
+            raise ValueError("max_in_flight must be >= 1")
         self.debug = debug
         self.max_frame_size = max_frame_size
+        self.max_in_flight = max_in_flight
+        self.max_connections = max_connections
+        self.handshake_timeout = handshake_timeout
+        self.idle_timeout = idle_timeout
+        self.keepalive_interval = keepalive_interval
+        self.keepalive_timeout = keepalive_timeout
+        self._decoder_limits = dict(
+            max_depth=max_depth,
+            max_str_len=max_str_len,
+            max_bin_len=max_bin_len,
+            max_array_len=max_array_len,
+            max_map_len=max_map_len,
+        )
+        Decoder(**self._decoder_limits)  # validate now, not at the first connection
         self._executor = executor
         self._own_executor = executor is None
         self._max_workers = max_workers
