@@ -39,6 +39,9 @@ FASTRPC_REQUIRE_EXTENSIONS=1 "$PY" -m pytest -q -p no:cacheprovider tests
 echo "== test suite, pure-Python fallback (FASTRPC_NO_EXTENSIONS=1)"
 FASTRPC_NO_EXTENSIONS=1 "$PY" -m pytest -q -p no:cacheprovider tests
 
+echo "== soak, reduced form: 2,000 concurrent connections, 100,000 calls from 2 processes"
+"$PY" -m benchmarks.soak --connections 2000 --calls 100000 --processes 2
+
 echo "== micro-benchmarks (smoke run) and ratios"
 "$PY" -m pytest -q -p no:cacheprovider benchmarks --benchmark-disable
 "$PY" -m benchmarks.micro --quick
