@@ -55,6 +55,32 @@ def _outcome(parser, chunks):
     return [repr(f) for f in frames], None
 
 
+def _run_input(stream: bytes, split: list, body: bytes) -> None:
+    limit = 1 << 16
+    outcomes = []
+    for parser_cls, unpackb in IMPLS:
+        a = _outcome(parser_cls(max_frame_size=limit), split)
+        b = _outcome(parser_cls(max_frame_size=limit), [stream])
+        # Splitting must not change what the parser finds.
+        assert a == b, (a, b)
+        try:
+            decoded = ("ok", repr(unpackb(body)))
+        except FastRPCError as exc:
+            decoded = ("error", type(exc).__name__)
+        outcomes.append((a, decoded))
+    # Both implementations must agree on frames, errors and values.
+    assert all(o == outcomes[0] for o in outcomes), outcomes
+
+
+def _peak(stream: bytes, split: list, body: bytes) -> int:
+    tracemalloc.start()
+    try:
+        _run_input(stream, split, body)
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
 def test_one_input(data: bytes) -> None:
     global _count
     _count += 1
@@ -63,31 +89,17 @@ def test_one_input(data: bytes) -> None:
     cuts = sorted(fdp.ConsumeIntInRange(0, 4096) for _ in range(fdp.ConsumeIntInRange(0, 6)))
     body = fdp.ConsumeBytes(fdp.remaining_bytes())
     stream = (PREFACE + body) if with_preface else body
-    limit = 1 << 16
-    sample = _count % 64 == 0
-    if sample:
-        tracemalloc.start()
-    try:
-        split = [stream[a:b] for a, b in zip([0] + cuts, cuts + [len(stream)]) if a < b]
-        outcomes = []
-        for parser_cls, unpackb in IMPLS:
-            a = _outcome(parser_cls(max_frame_size=limit), split)
-            b = _outcome(parser_cls(max_frame_size=limit), [stream])
-            # Splitting must not change what the parser finds.
-            assert a == b, (a, b)
-            try:
-                decoded = ("ok", repr(unpackb(body)))
-            except FastRPCError as exc:
-                decoded = ("error", type(exc).__name__)
-            outcomes.append((a, decoded))
-        # Both implementations must agree on frames, errors and values.
-        assert all(o == outcomes[0] for o in outcomes), outcomes
-        if sample:
-            peak = tracemalloc.get_traced_memory()[1]
-            assert peak < 64 * len(stream) + (1 << 20), f"{peak} bytes traced for a {len(stream)}-byte input"
-    finally:
-        if sample:
-            tracemalloc.stop()
+    split = [stream[a:b] for a, b in zip([0] + cuts, cuts + [len(stream)]) if a < b]
+    if _count % 64:
+        _run_input(stream, split, body)
+        return
+    # A sample of inputs runs under tracemalloc; a first-time allocation
+    # (lazy caches) is excused by measuring a second time.
+    budget = 64 * len(stream) + (1 << 20)
+    peak = _peak(stream, split, body)
+    if peak >= budget:
+        peak = _peak(stream, split, body)
+    assert peak < budget, f"{peak} bytes traced for a {len(stream)}-byte input"
 
 
 def main() -> None:
