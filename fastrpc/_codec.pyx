@@ -1,0 +1,1188 @@
+"""Compiled payload codec (msgpack-compatible).
+
+The compiled twin of ``_codec_py.py``: same classes, same arguments, same
+bytes out, same exceptions.  ``_impl.py`` chooses between the two.
+
+Encoding follows ``msgpack.packb(obj, use_bin_type=True)`` byte for byte.
+The encoder writes into a malloc'd ``WBuf`` (declared in ``_codec.pxd``, so
+``_framing.pyx`` encodes frame headers and payloads into one buffer).
+Decoding works on a ``const unsigned char*`` and C positions, bounded for
+untrusted input: every claimed length is checked against the bytes actually
+present (and the optional per-kind limits) before anything is allocated,
+and nesting is limited by ``max_depth``.
+"""
+
+from cpython.bool cimport PyBool_Check
+from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
+from cpython.bytearray cimport (
+    PyByteArray_AS_STRING,
+    PyByteArray_CheckExact,
+    PyByteArray_GET_SIZE,
+    PyByteArray_Resize,
+)
+from cpython.bytes cimport (
+    PyBytes_AS_STRING,
+    PyBytes_CheckExact,
+    PyBytes_FromStringAndSize,
+    PyBytes_GET_SIZE,
+)
+from cpython.dict cimport PyDict_CheckExact, PyDict_New
+from cpython.exc cimport PyErr_Clear, PyErr_ExceptionMatches
+from cpython.float cimport PyFloat_AS_DOUBLE, PyFloat_CheckExact, PyFloat_FromDouble
+from cpython.list cimport PyList_CheckExact, PyList_GET_SIZE, PyList_New, PyList_SET_ITEM
+from cpython.long cimport (
+    PyLong_AsLongLongAndOverflow,
+    PyLong_AsUnsignedLongLong,
+    PyLong_Check,
+    PyLong_CheckExact,
+    PyLong_FromLong,
+    PyLong_FromLongLong,
+    PyLong_FromUnsignedLongLong,
+)
+from cpython.memoryview cimport PyMemoryView_Check
+from cpython.number cimport PyNumber_Float, PyNumber_Long
+from cpython.object cimport PyObject_IsInstance, PyObject_Str
+from cpython.pyport cimport PY_SSIZE_T_MAX
+from cpython.ref cimport Py_INCREF
+from cpython.tuple cimport PyTuple_CheckExact, PyTuple_GET_SIZE
+from cpython.unicode cimport PyUnicode_CheckExact
+from libc.stdint cimport int8_t, int16_t, int32_t, int64_t, uint16_t, uint32_t, uint64_t
+from libc.string cimport memcpy
+
+import math
+import struct
+
+from ._wire import DEFAULT_MAX_DEPTH, MAX_DEPTH_LIMIT, ExtType
+from .errors import DecodeError, EncodeError
+
+__all__ = ["Encoder", "Decoder", "packb", "unpackb", "ExtType"]
+
+
+cdef extern from "Python.h":
+    # Unchecked variants: the caller looks at the error itself.
+    const char* fr_AsUTF8AndSize "PyUnicode_AsUTF8AndSize"(object s, Py_ssize_t* size) noexcept
+    int fr_DictSetItem "PyDict_SetItem"(object d, object k, object v) noexcept
+    object PyUnicode_DecodeUTF8(const char* s, Py_ssize_t size, const char* errors)
+    # Returns nonzero (1, not -1) with RecursionError set: see _enter().
+    int Py_EnterRecursiveCall(const char* where) noexcept
+    void Py_LeaveRecursiveCall() noexcept
+
+cdef extern from *:
+    """
+    #ifndef FASTRPC_DEBUG
+    #define FASTRPC_DEBUG 0
+    #endif
+    """
+    # 1 in FASTRPC_DEBUG=1 builds (setup.py): invariant checks compile in.
+    bint FASTRPC_DEBUG
+
+
+cdef enum:
+    # Containers nested deeper than this also go through the interpreter's
+    # recursion check, so a huge user max_depth cannot overflow the C stack.
+    GUARD_DEPTH = 1000  # == _wire.MAX_DEPTH_LIMIT, the largest max_depth __init__ accepts
+    # Stack space a re-entrant Encoder.encode() starts with before malloc.
+    STACK_BUF_SIZE = 512
+    # Encoder._scratch capacity kept between calls.
+    SCRATCH_RETAIN = 64 * 1024
+
+cdef Py_ssize_t PY_SSIZE_T_MAX_C = PY_SSIZE_T_MAX
+cdef object PY_SSIZE_T_MAX_OBJ = PY_SSIZE_T_MAX
+
+cdef int64_t NO_LIMIT = 0xFFFFFFFF
+
+# Bytes a fixed-size header needs after its type byte (index: byte - 0xc0).
+cdef unsigned char HEAD_SIZE[32]
+
+cdef object _struct_pack_b = struct.Struct(">b").pack
+cdef object _math_floor = math.floor
+cdef object _math_ceil = math.ceil
+
+
+def _init_head_sizes():
+    sizes = {
+        0xCC: 1, 0xCD: 2, 0xCE: 4, 0xCF: 8,
+        0xD0: 1, 0xD1: 2, 0xD2: 4, 0xD3: 8,
+        0xCA: 4, 0xCB: 8,
+        0xD9: 1, 0xDA: 2, 0xDB: 4,
+        0xC4: 1, 0xC5: 2, 0xC6: 4,
+        0xDC: 2, 0xDD: 4, 0xDE: 2, 0xDF: 4,
+        0xD4: 1, 0xD5: 1, 0xD6: 1, 0xD7: 1, 0xD8: 1,
+        0xC7: 2, 0xC8: 3, 0xC9: 5,
+    }
+    cdef int i
+    for i in range(32):
+        HEAD_SIZE[i] = sizes.get(0xC0 + i, 0)
+
+
+_init_head_sizes()
+del _init_head_sizes
+
+
+cdef inline int _enter(const char* where) except -1:
+    """Py_EnterRecursiveCall with the error reported the Cython way; pair a
+    successful call with Py_LeaveRecursiveCall()."""
+    if Py_EnterRecursiveCall(where) != 0:
+        return -1  # RecursionError is set
+    return 0
+
+
+# --------------------------------------------------------------------------
+# Argument conversion (shared by Encoder and Decoder).
+
+
+cdef int _check_depth(object max_depth) except -1:
+    if not 0 <= max_depth <= MAX_DEPTH_LIMIT:
+        raise ValueError(f"max_depth must be in 0..{MAX_DEPTH_LIMIT}")
+    return 0
+
+
+cdef Py_ssize_t _depth_value(object value) except? -2:
+    """C value of a max_depth: ``depth >= result`` iff ``depth >= value``."""
+    if PyLong_Check(value):
+        if value > PY_SSIZE_T_MAX_OBJ:
+            return PY_SSIZE_T_MAX_C
+        if value < 0:
+            return -1
+        return <Py_ssize_t>value
+    try:
+        value = _math_ceil(value)
+    except (ValueError, OverflowError):  # nan compares false: no limit
+        return -1 if value < 0 else PY_SSIZE_T_MAX_C
+    except TypeError:
+        raise TypeError(f"max_depth must be an int, not {type(value).__name__}") from None
+    return _depth_value(value)
+
+
+cdef int64_t _limit_value(object value, str name) except? -2:
+    """C value of a length limit: ``n > result`` iff ``n > value`` for
+    every n in 0..2**32-1 (None: no limit)."""
+    if value is None:
+        return NO_LIMIT
+    if PyLong_Check(value):
+        if value > NO_LIMIT:
+            return NO_LIMIT
+        if value < 0:
+            return -1
+        return <int64_t>value
+    try:
+        value = _math_floor(value)
+    except (ValueError, OverflowError):  # nan compares false: no limit
+        return -1 if value < 0 else NO_LIMIT
+    except TypeError:
+        raise TypeError(f"{name} must be an int or None, not {type(value).__name__}") from None
+    return _limit_value(value, name)
+
+
+
+# --------------------------------------------------------------------------
+# Encoder
+
+
+cdef inline int _pack_i64(WBuf* buf, int64_t v) except -1:
+    cdef char* p
+    if v >= 0:
+        if v < 0x80:
+            p = wbuf_put(buf, 1)
+            p[0] = <char>v
+        elif v <= 0xFF:
+            p = wbuf_put(buf, 2)
+            p[0] = <char>0xCC
+            p[1] = <char>v
+        elif v <= 0xFFFF:
+            p = wbuf_put(buf, 3)
+            p[0] = <char>0xCD
+            store_be16(p + 1, <uint16_t>v)
+        elif v <= 0xFFFFFFFF:
+            p = wbuf_put(buf, 5)
+            p[0] = <char>0xCE
+            store_be32(p + 1, <uint32_t>v)
+        else:
+            p = wbuf_put(buf, 9)
+            p[0] = <char>0xCF
+            store_be64(p + 1, <uint64_t>v)
+    else:
+        if v >= -32:
+            p = wbuf_put(buf, 1)
+            p[0] = <char>v
+        elif v >= -0x80:
+            p = wbuf_put(buf, 2)
+            p[0] = <char>0xD0
+            p[1] = <char>v
+        elif v >= -0x8000:
+            p = wbuf_put(buf, 3)
+            p[0] = <char>0xD1
+            store_be16(p + 1, <uint16_t>v)
+        elif v >= -0x80000000:
+            p = wbuf_put(buf, 5)
+            p[0] = <char>0xD2
+            store_be32(p + 1, <uint32_t>v)
+        else:
+            p = wbuf_put(buf, 9)
+            p[0] = <char>0xD3
+            store_be64(p + 1, <uint64_t>v)
+    return 0
+
+
+cdef int _pack_int(WBuf* buf, object n) except -1:
+    """``n`` is an int (any PyLong)."""
+    cdef int overflow = 0
+    cdef long long v = PyLong_AsLongLongAndOverflow(n, &overflow)
+    cdef unsigned long long u
+    cdef char* p
+    if overflow == 0:
+        return _pack_i64(buf, v)
+    if overflow < 0:
+        raise EncodeError("integer too small for msgpack (min -2**63)")
+    try:
+        u = PyLong_AsUnsignedLongLong(n)
+    except OverflowError:
+        raise EncodeError("integer too large for msgpack (max 2**64-1)") from None
+    p = wbuf_put(buf, 9)
+    p[0] = <char>0xCF
+    store_be64(p + 1, u)
+    return 0
+
+
+cdef inline int _pack_double(WBuf* buf, double d) except -1:
+    cdef uint64_t u
+    cdef char* p = wbuf_put(buf, 9)
+    memcpy(&u, &d, 8)
+    p[0] = <char>0xCB
+    store_be64(p + 1, u)
+    return 0
+
+
+cdef int _pack_str_data(WBuf* buf, const char* s, Py_ssize_t n) except -1:
+    cdef char* p
+    if n < 32:
+        p = wbuf_put(buf, 1 + n)
+        p[0] = <char>(0xA0 | n)
+        p += 1
+    elif n <= 0xFF:
+        p = wbuf_put(buf, 2 + n)
+        p[0] = <char>0xD9
+        p[1] = <char>n
+        p += 2
+    elif n <= 0xFFFF:
+        p = wbuf_put(buf, 3 + n)
+        p[0] = <char>0xDA
+        store_be16(p + 1, <uint16_t>n)
+        p += 3
+    elif <uint64_t>n <= 0xFFFFFFFFULL:
+        p = wbuf_put(buf, 5 + n)
+        p[0] = <char>0xDB
+        store_be32(p + 1, <uint32_t>n)
+        p += 5
+    else:
+        raise EncodeError("str too long for msgpack")
+    memcpy(p, s, <size_t>n)
+    return 0
+
+
+cdef int _str_encode_failed(object s) except -1:
+    # fr_AsUTF8AndSize failed with an exception set.  A UnicodeEncodeError
+    # (lone surrogates) becomes an EncodeError with the text the pure twin
+    # shows; anything else (MemoryError) propagates unchanged.
+    if not PyErr_ExceptionMatches(UnicodeEncodeError):
+        return -1
+    PyErr_Clear()
+    try:
+        s.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise EncodeError(f"str is not valid UTF-8: {exc}") from None
+    raise EncodeError("str is not valid UTF-8")
+
+
+cdef inline int _pack_str(WBuf* buf, object s) except -1:
+    """``s`` is an exact str."""
+    cdef Py_ssize_t n
+    cdef const char* data = fr_AsUTF8AndSize(s, &n)
+    if data == NULL:
+        return _str_encode_failed(s)
+    return _pack_str_data(buf, data, n)
+
+
+cdef int _pack_str_any(WBuf* buf, object s) except -1:
+    """``s`` is the result of ``str(obj)``: usually exact, else encoded the
+    way the pure twin does (its own ``encode`` method)."""
+    cdef Py_ssize_t n
+    if PyUnicode_CheckExact(s):
+        return _pack_str(buf, s)
+    try:
+        data = s.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise EncodeError(f"str is not valid UTF-8: {exc}") from None
+    n = len(data)
+    if n < 32:
+        _put_byte(buf, 0xA0 | n)
+    elif n <= 0xFF:
+        _put_byte(buf, 0xD9)
+        _put_byte(buf, n)
+    elif n <= 0xFFFF:
+        _put_byte(buf, 0xDA)
+        store_be16(wbuf_put(buf, 2), <uint16_t>n)
+    elif <uint64_t>n <= 0xFFFFFFFFULL:
+        _put_byte(buf, 0xDB)
+        store_be32(wbuf_put(buf, 4), <uint32_t>n)
+    else:
+        raise EncodeError("str too long for msgpack")
+    return _put_buffer(buf, data)
+
+
+cdef inline int _put_byte(WBuf* buf, unsigned char b) except -1:
+    wbuf_put(buf, 1)[0] = <char>b
+    return 0
+
+
+cdef int _put_buffer(WBuf* buf, object data) except -1:
+    """Append the bytes of any buffer-protocol object (as ``bytearray +=``)."""
+    cdef Py_buffer view
+    if PyBytes_CheckExact(data):
+        memcpy(wbuf_put(buf, PyBytes_GET_SIZE(data)), PyBytes_AS_STRING(data),
+               <size_t>PyBytes_GET_SIZE(data))
+        return 0
+    PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
+    try:
+        memcpy(wbuf_put(buf, view.len), view.buf, <size_t>view.len)
+    finally:
+        PyBuffer_Release(&view)
+    return 0
+
+
+cdef int _pack_bin_header(WBuf* buf, Py_ssize_t n) except -1:
+    cdef char* p
+    if n <= 0xFF:
+        p = wbuf_put(buf, 2)
+        p[0] = <char>0xC4
+        p[1] = <char>n
+    elif n <= 0xFFFF:
+        p = wbuf_put(buf, 3)
+        p[0] = <char>0xC5
+        store_be16(p + 1, <uint16_t>n)
+    elif <uint64_t>n <= 0xFFFFFFFFULL:
+        p = wbuf_put(buf, 5)
+        p[0] = <char>0xC6
+        store_be32(p + 1, <uint32_t>n)
+    else:
+        raise EncodeError("bytes too long for msgpack")
+    return 0
+
+
+cdef inline int _pack_bin_data(WBuf* buf, const char* data, Py_ssize_t n) except -1:
+    _pack_bin_header(buf, n)
+    memcpy(wbuf_put(buf, n), data, <size_t>n)
+    return 0
+
+
+cdef int _pack_bin_obj(WBuf* buf, object data) except -1:
+    """bytes subclasses, bytearray, memoryview (and anything that claims to
+    be one of them), as ``_pack_bin`` of the pure twin."""
+    cdef Py_buffer view
+    if PyMemoryView_Check(data):
+        # A C-contiguous view packs its memory as is (what tobytes() gives).
+        try:
+            PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
+        except BufferError:
+            data = data.tobytes()
+        else:
+            try:
+                _pack_bin_data(buf, <const char*>view.buf, view.len)
+            finally:
+                PyBuffer_Release(&view)
+            return 0
+    elif PyObject_IsInstance(data, memoryview):
+        data = data.tobytes()
+    if PyByteArray_CheckExact(data):
+        return _pack_bin_data(buf, PyByteArray_AS_STRING(data), PyByteArray_GET_SIZE(data))
+    _pack_bin_header(buf, len(data))
+    return _put_buffer(buf, data)
+
+
+cdef int _pack_ext(WBuf* buf, object code, object data) except -1:
+    cdef Py_ssize_t n = len(data)
+    cdef char* p
+    if n == 1:
+        _put_byte(buf, 0xD4)
+    elif n == 2:
+        _put_byte(buf, 0xD5)
+    elif n == 4:
+        _put_byte(buf, 0xD6)
+    elif n == 8:
+        _put_byte(buf, 0xD7)
+    elif n == 16:
+        _put_byte(buf, 0xD8)
+    elif n <= 0xFF:
+        p = wbuf_put(buf, 2)
+        p[0] = <char>0xC7
+        p[1] = <char>n
+    elif n <= 0xFFFF:
+        p = wbuf_put(buf, 3)
+        p[0] = <char>0xC8
+        store_be16(p + 1, <uint16_t>n)
+    elif <uint64_t>n <= 0xFFFFFFFFULL:
+        p = wbuf_put(buf, 5)
+        p[0] = <char>0xC9
+        store_be32(p + 1, <uint32_t>n)
+    else:
+        raise EncodeError("ext data too long for msgpack")
+    if PyLong_CheckExact(code) and -128 <= code <= 127:
+        _put_byte(buf, <unsigned char><int8_t><long>code)
+    else:  # same check and exception (struct.error) as the pure twin
+        _put_buffer(buf, _struct_pack_b(code))
+    return _put_buffer(buf, data)
+
+
+cdef inline int _pack_array_header(WBuf* buf, Py_ssize_t n) except -1:
+    cdef char* p
+    if n < 16:
+        _put_byte(buf, 0x90 | n)
+    elif n <= 0xFFFF:
+        p = wbuf_put(buf, 3)
+        p[0] = <char>0xDC
+        store_be16(p + 1, <uint16_t>n)
+    elif <uint64_t>n <= 0xFFFFFFFFULL:
+        p = wbuf_put(buf, 5)
+        p[0] = <char>0xDD
+        store_be32(p + 1, <uint32_t>n)
+    else:
+        raise EncodeError("array too long for msgpack")
+    return 0
+
+
+cdef inline int _pack_map_header(WBuf* buf, Py_ssize_t n) except -1:
+    cdef char* p
+    if n < 16:
+        _put_byte(buf, 0x80 | n)
+    elif n <= 0xFFFF:
+        p = wbuf_put(buf, 3)
+        p[0] = <char>0xDE
+        store_be16(p + 1, <uint16_t>n)
+    elif <uint64_t>n <= 0xFFFFFFFFULL:
+        p = wbuf_put(buf, 5)
+        p[0] = <char>0xDF
+        store_be32(p + 1, <uint32_t>n)
+    else:
+        raise EncodeError("map too long for msgpack")
+    return 0
+
+
+cdef int _too_deep(Encoder enc) except -1:
+    raise EncodeError(f"nesting deeper than max_depth={enc._max_depth_obj}")
+
+
+cdef int _pack_list(Encoder enc, WBuf* buf, list obj, Py_ssize_t depth) except -1:
+    if depth >= enc._max_depth:
+        return _too_deep(enc)
+    _pack_array_header(buf, PyList_GET_SIZE(obj))
+    depth += 1
+    if depth < GUARD_DEPTH:
+        for item in obj:  # re-reads the size each step, like list iteration
+            _pack(enc, buf, item, depth)
+        return 0
+    _enter(" while encoding a msgpack array")
+    try:
+        for item in obj:
+            _pack(enc, buf, item, depth)
+    finally:
+        Py_LeaveRecursiveCall()
+    return 0
+
+
+cdef int _pack_tuple(Encoder enc, WBuf* buf, tuple obj, Py_ssize_t depth) except -1:
+    if depth >= enc._max_depth:
+        return _too_deep(enc)
+    _pack_array_header(buf, PyTuple_GET_SIZE(obj))
+    depth += 1
+    if depth < GUARD_DEPTH:
+        for item in obj:
+            _pack(enc, buf, item, depth)
+        return 0
+    _enter(" while encoding a msgpack array")
+    try:
+        for item in obj:
+            _pack(enc, buf, item, depth)
+    finally:
+        Py_LeaveRecursiveCall()
+    return 0
+
+
+cdef int _pack_dict(Encoder enc, WBuf* buf, dict obj, Py_ssize_t depth) except -1:
+    if depth >= enc._max_depth:
+        return _too_deep(enc)
+    _pack_map_header(buf, len(obj))
+    depth += 1
+    if depth < GUARD_DEPTH:
+        for k, v in obj.items():  # RuntimeError if the dict changes size
+            _pack(enc, buf, k, depth)
+            _pack(enc, buf, v, depth)
+        return 0
+    _enter(" while encoding a msgpack map")
+    try:
+        for k, v in obj.items():
+            _pack(enc, buf, k, depth)
+            _pack(enc, buf, v, depth)
+    finally:
+        Py_LeaveRecursiveCall()
+    return 0
+
+
+cdef int _pack_sequence(Encoder enc, WBuf* buf, object obj, Py_ssize_t depth) except -1:
+    # list/tuple subclasses: their own __len__ and __iter__, as the pure twin.
+    if depth >= enc._max_depth:
+        return _too_deep(enc)
+    _pack_array_header(buf, len(obj))
+    depth += 1
+    _enter(" while encoding a msgpack array")
+    try:
+        for item in obj:
+            _pack(enc, buf, item, depth)
+    finally:
+        Py_LeaveRecursiveCall()
+    return 0
+
+
+cdef int _pack_mapping(Encoder enc, WBuf* buf, object obj, Py_ssize_t depth) except -1:
+    # dict subclasses: their own __len__ and items(), as the pure twin.
+    if depth >= enc._max_depth:
+        return _too_deep(enc)
+    _pack_map_header(buf, len(obj))
+    depth += 1
+    _enter(" while encoding a msgpack map")
+    try:
+        for k, v in obj.items():
+            _pack(enc, buf, k, depth)
+            _pack(enc, buf, v, depth)
+    finally:
+        Py_LeaveRecursiveCall()
+    return 0
+
+
+cdef int _pack_other(Encoder enc, WBuf* buf, object obj, Py_ssize_t depth) except -1:
+    # Subclasses and less common types, in the pure twin's order (bool
+    # before int, ExtType before tuple).  PyObject_IsInstance, like Python's
+    # isinstance, also honours a __class__ that claims a base type.
+    if PyObject_IsInstance(obj, bool):
+        return _put_byte(buf, 0xC3 if obj else 0xC2)
+    if PyObject_IsInstance(obj, int):
+        return _pack_int(buf, PyNumber_Long(obj))
+    if PyObject_IsInstance(obj, float):
+        return _pack_double(buf, PyFloat_AS_DOUBLE(PyNumber_Float(obj)))
+    if PyObject_IsInstance(obj, str):
+        return _pack_str_any(buf, PyObject_Str(obj))
+    if PyObject_IsInstance(obj, (bytes, bytearray, memoryview)):
+        return _pack_bin_obj(buf, obj)
+    if PyObject_IsInstance(obj, ExtType):
+        return _pack_ext(buf, obj.code, obj.data)
+    if PyObject_IsInstance(obj, (list, tuple)):
+        return _pack_sequence(enc, buf, obj, depth)
+    if PyObject_IsInstance(obj, dict):
+        return _pack_mapping(enc, buf, obj, depth)
+    default = enc._default
+    if default is None:
+        raise EncodeError(f"cannot encode object of type {type(obj).__name__}")
+    if depth >= enc._max_depth:
+        return _too_deep(enc)
+    replacement = default(obj)
+    if type(replacement) is type(obj) and replacement is obj:
+        raise EncodeError(f"cannot encode object of type {type(obj).__name__}")
+    _enter(" while encoding a value returned by default")
+    try:
+        _pack(enc, buf, replacement, depth + 1)
+    finally:
+        Py_LeaveRecursiveCall()
+    return 0
+
+
+cdef int _pack(Encoder enc, WBuf* buf, object obj, Py_ssize_t depth) except -1:
+    # Exact types first, in the pure twin's order.
+    if PyLong_CheckExact(obj):
+        return _pack_int(buf, obj)
+    if PyUnicode_CheckExact(obj):
+        return _pack_str(buf, obj)
+    if obj is None:
+        return _put_byte(buf, 0xC0)
+    if PyBool_Check(obj):
+        return _put_byte(buf, 0xC3 if obj is True else 0xC2)
+    if PyFloat_CheckExact(obj):
+        return _pack_double(buf, PyFloat_AS_DOUBLE(obj))
+    if PyBytes_CheckExact(obj):
+        return _pack_bin_data(buf, PyBytes_AS_STRING(obj), PyBytes_GET_SIZE(obj))
+    if PyList_CheckExact(obj):
+        return _pack_list(enc, buf, <list>obj, depth)
+    if PyTuple_CheckExact(obj):
+        return _pack_tuple(enc, buf, <tuple>obj, depth)
+    if PyDict_CheckExact(obj):
+        return _pack_dict(enc, buf, <dict>obj, depth)
+    return _pack_other(enc, buf, obj, depth)
+
+
+cdef int _pack_top(Encoder enc, WBuf* buf, object obj) except -1:
+    try:
+        return _pack(enc, buf, obj, 0)
+    except RecursionError:
+        raise EncodeError("value nested too deeply for the Python stack") from None
+
+
+cdef bytes _encode_nested(Encoder enc, object obj):
+    # encode() called again while the encoder's scratch buffer is in use
+    # (from a default hook): a buffer of its own, starting on the stack.
+    cdef char stack[STACK_BUF_SIZE]
+    cdef WBuf buf
+    wbuf_init(&buf, stack, STACK_BUF_SIZE)
+    try:
+        _pack_top(enc, &buf, obj)
+        return PyBytes_FromStringAndSize(buf.data, buf.length)
+    finally:
+        wbuf_release(&buf)
+
+
+cdef inline void _scratch_done(Encoder enc) noexcept:
+    enc._scratch_busy = False
+    enc._scratch.length = 0
+    if enc._scratch.capacity > SCRATCH_RETAIN:
+        wbuf_release(&enc._scratch)
+
+
+cdef bytes _encode(Encoder enc, object obj):
+    if enc._scratch_busy:
+        return _encode_nested(enc, obj)
+    enc._scratch_busy = True
+    enc._scratch.length = 0
+    try:
+        _pack_top(enc, &enc._scratch, obj)
+        return PyBytes_FromStringAndSize(enc._scratch.data, enc._scratch.length)
+    finally:
+        _scratch_done(enc)
+
+
+cdef class Encoder:
+    """Encodes Python values as msgpack.
+
+    Parameters:
+        max_depth: deepest container nesting accepted (guards against
+            cyclic structures); deeper values raise :class:`EncodeError`.
+        default: called with any value of an unsupported type; must return
+            an encodable replacement (for instance an :class:`ExtType`).
+    """
+
+    def __cinit__(self):
+        self._max_depth = DEFAULT_MAX_DEPTH
+        self._max_depth_obj = DEFAULT_MAX_DEPTH
+        wbuf_init(&self._scratch, NULL, 0)
+        self._scratch_busy = False
+
+    def __dealloc__(self):
+        wbuf_release(&self._scratch)
+
+    def __init__(self, *, max_depth=DEFAULT_MAX_DEPTH, default=None):
+        _check_depth(max_depth)
+        self.max_depth = max_depth
+        self._default = default
+
+    @property
+    def max_depth(self):
+        return self._max_depth_obj
+
+    @max_depth.setter
+    def max_depth(self, value):
+        self._max_depth = _depth_value(value)
+        self._max_depth_obj = value
+
+    @property
+    def default(self):
+        return self._default
+
+    @default.setter
+    def default(self, value):
+        self._default = value
+
+    cdef int pack_to(self, WBuf* buf, object obj) except -1:
+        return _pack_top(self, buf, obj)
+
+    def encode(self, obj):
+        """Return the msgpack encoding of ``obj``."""
+        return _encode(self, obj)
+
+    def pack_into(self, buf, obj):
+        """Append the encoding of ``obj`` to ``buf``.
+
+        On error ``buf`` is restored to its length before the call (nothing
+        is appended until the whole value is encoded).
+        """
+        cdef Py_ssize_t old
+        cdef bytes data
+        if self._scratch_busy or not PyByteArray_CheckExact(buf):
+            data = _encode(self, obj)
+            buf += data  # as the pure twin's ``buf +=`` (any bytearray-like)
+            return
+        self._scratch_busy = True
+        self._scratch.length = 0
+        try:
+            _pack_top(self, &self._scratch, obj)
+            old = PyByteArray_GET_SIZE(buf)
+            PyByteArray_Resize(buf, old + self._scratch.length)
+            memcpy(PyByteArray_AS_STRING(buf) + old, self._scratch.data, <size_t>self._scratch.length)
+        finally:
+            _scratch_done(self)
+
+
+# --------------------------------------------------------------------------
+# Decoder
+
+
+cdef object _decode_utf8(const unsigned char* data, Py_ssize_t n):
+    try:
+        return PyUnicode_DecodeUTF8(<const char*>data, n, NULL)
+    except UnicodeDecodeError as exc:
+        raise DecodeError(f"invalid UTF-8 in str: {exc.reason}") from None
+
+
+cdef enum:
+    # value kinds for _length_error()
+    K_STR
+    K_BIN
+    K_EXT
+    K_ARRAY
+    K_MAP
+
+
+cdef int _length_error(Decoder dec, int kind, int64_t n, Py_ssize_t avail,
+                       Py_ssize_t depth) except -1:
+    """Raise the pure twin's first failing check for a value of ``kind``
+    claiming length ``n`` with ``avail`` bytes after its header.  Kept out
+    of the recursive functions so their stack frames stay small."""
+    if kind == K_STR:
+        if n > dec._max_str_len:
+            raise DecodeError(f"str of {n} bytes exceeds max_str_len={dec._max_str_len_obj}")
+        raise DecodeError(f"truncated input: str claims {n} bytes, {max(avail, 0)} present")
+    if kind == K_BIN:
+        if n > dec._max_bin_len:
+            raise DecodeError(f"bin of {n} bytes exceeds max_bin_len={dec._max_bin_len_obj}")
+        raise DecodeError(f"truncated input: bin claims {n} bytes, {max(avail, 0)} present")
+    if kind == K_EXT:  # avail counts the type code byte too
+        if n > dec._max_ext_len:
+            raise DecodeError(f"ext of {n} bytes exceeds max_ext_len={dec._max_ext_len_obj}")
+        raise DecodeError(f"truncated input: ext claims {n} bytes, {max(avail - 1, 0)} present")
+    if kind == K_ARRAY:
+        if n > dec._max_array_len:
+            raise DecodeError(f"array of {n} items exceeds max_array_len={dec._max_array_len_obj}")
+        if n > avail:  # every item takes at least one byte
+            raise DecodeError(f"truncated input: array claims {n} items, {max(avail, 0)} bytes present")
+    else:
+        if n > dec._max_map_len:
+            raise DecodeError(f"map of {n} pairs exceeds max_map_len={dec._max_map_len_obj}")
+        if 2 * n > avail:  # every key and value takes at least one byte
+            raise DecodeError(f"truncated input: map claims {n} pairs, {max(avail, 0)} bytes present")
+    raise DecodeError(f"nesting deeper than max_depth={dec._max_depth_obj}")
+
+
+cdef int _format_error(int which, unsigned int b) except -1:
+    if which == 0:
+        raise DecodeError("truncated input: value missing")
+    if which == 1:
+        raise DecodeError("truncated input inside a value header")
+    raise DecodeError(f"reserved msgpack type byte 0x{b:02x}")
+
+
+cdef object _unpack_str(Decoder dec, const unsigned char* data, Py_ssize_t* ppos,
+                        Py_ssize_t pos, Py_ssize_t end, int64_t n):
+    if n > dec._max_str_len or n > end - pos:
+        _length_error(dec, K_STR, n, end - pos, 0)
+    s = _decode_utf8(data + pos, <Py_ssize_t>n)
+    ppos[0] = pos + <Py_ssize_t>n
+    return s
+
+
+cdef object _unpack_bin(Decoder dec, const unsigned char* data, Py_ssize_t* ppos,
+                        Py_ssize_t pos, Py_ssize_t end, int64_t n):
+    if n > dec._max_bin_len or n > end - pos:
+        _length_error(dec, K_BIN, n, end - pos, 0)
+    ppos[0] = pos + <Py_ssize_t>n
+    return PyBytes_FromStringAndSize(<const char*>data + pos, <Py_ssize_t>n)
+
+
+cdef object _call_ext_hook(object hook, object code, object payload):
+    try:
+        return hook(code, payload)
+    except Exception as exc:  # user code fed by the peer
+        raise DecodeError(f"ext_hook failed on ext type {code}: {exc!r}") from exc
+
+
+cdef object _unpack_ext(Decoder dec, const unsigned char* data, Py_ssize_t* ppos,
+                        Py_ssize_t pos, Py_ssize_t end, int64_t n):
+    # data[pos] is the type code, the n data bytes follow it.
+    if n > dec._max_ext_len or n + 1 > end - pos:
+        _length_error(dec, K_EXT, n, end - pos, 0)
+    code = PyLong_FromLong(<int8_t>data[pos])
+    payload = PyBytes_FromStringAndSize(<const char*>data + pos + 1, <Py_ssize_t>n)
+    ppos[0] = pos + 1 + <Py_ssize_t>n
+    hook = dec._ext_hook
+    if hook is None:
+        return ExtType(code, payload)
+    return _call_ext_hook(hook, code, payload)
+
+
+cdef int _setitem_failed(object key) except -1:
+    # fr_DictSetItem failed: an unhashable key (TypeError) is a DecodeError,
+    # anything else (an ext_hook object whose __hash__ raises) propagates.
+    if not PyErr_ExceptionMatches(TypeError):
+        return -1
+    PyErr_Clear()
+    raise DecodeError(f"unhashable map key of type {type(key).__name__}")
+
+
+cdef int _fill_list(Decoder dec, list out, const unsigned char* data, Py_ssize_t* ppos,
+                    Py_ssize_t end, Py_ssize_t n, Py_ssize_t depth) except -1:
+    cdef Py_ssize_t i
+    for i in range(n):
+        item = _unpack(dec, data, ppos, end, depth)
+        Py_INCREF(item)
+        PyList_SET_ITEM(out, i, item)
+    return 0
+
+
+cdef int _fill_dict(Decoder dec, dict out, const unsigned char* data, Py_ssize_t* ppos,
+                    Py_ssize_t end, Py_ssize_t n, Py_ssize_t depth) except -1:
+    cdef Py_ssize_t i
+    for i in range(n):
+        key = _unpack(dec, data, ppos, end, depth)
+        value = _unpack(dec, data, ppos, end, depth)
+        if fr_DictSetItem(out, key, value) < 0:
+            _setitem_failed(key)
+    return 0
+
+
+cdef int _fill_guarded(Decoder dec, object out, const unsigned char* data, Py_ssize_t* ppos,
+                       Py_ssize_t end, Py_ssize_t n, Py_ssize_t depth) except -1:
+    # Containers nested GUARD_DEPTH deep or more (only with a max_depth
+    # raised past MAX_DEPTH_LIMIT after construction) also count against
+    # the interpreter's recursion limit.
+    _enter(" while decoding msgpack")
+    try:
+        if PyList_CheckExact(out):
+            _fill_list(dec, <list>out, data, ppos, end, n, depth)
+        else:
+            _fill_dict(dec, <dict>out, data, ppos, end, n, depth)
+    finally:
+        Py_LeaveRecursiveCall()
+    return 0
+
+
+cdef object _unpack_array(Decoder dec, const unsigned char* data, Py_ssize_t* ppos,
+                          Py_ssize_t pos, Py_ssize_t end, int64_t n, Py_ssize_t depth):
+    cdef Py_ssize_t i
+    if n > dec._max_array_len or n > end - pos or depth >= dec._max_depth:
+        _length_error(dec, K_ARRAY, n, end - pos, depth)
+    # Only now, with n proven <= the bytes left, allocate.  The list's
+    # slots are NULL until filled; it is not visible to Python before.
+    out = PyList_New(<Py_ssize_t>n)
+    ppos[0] = pos
+    depth += 1
+    if depth >= GUARD_DEPTH:
+        _fill_guarded(dec, out, data, ppos, end, <Py_ssize_t>n, depth)
+        return out
+    for i in range(<Py_ssize_t>n):
+        item = _unpack(dec, data, ppos, end, depth)
+        Py_INCREF(item)
+        PyList_SET_ITEM(out, i, item)
+    return out
+
+
+cdef object _unpack_map(Decoder dec, const unsigned char* data, Py_ssize_t* ppos,
+                        Py_ssize_t pos, Py_ssize_t end, int64_t n, Py_ssize_t depth):
+    cdef Py_ssize_t i
+    if n > dec._max_map_len or 2 * n > end - pos or depth >= dec._max_depth:
+        _length_error(dec, K_MAP, n, end - pos, depth)
+    out = PyDict_New()
+    ppos[0] = pos
+    depth += 1
+    if depth >= GUARD_DEPTH:
+        _fill_guarded(dec, out, data, ppos, end, <Py_ssize_t>n, depth)
+        return out
+    for i in range(<Py_ssize_t>n):
+        key = _unpack(dec, data, ppos, end, depth)
+        value = _unpack(dec, data, ppos, end, depth)
+        if fr_DictSetItem(out, key, value) < 0:
+            _setitem_failed(key)
+    return out
+
+
+cdef object _unpack(Decoder dec, const unsigned char* data, Py_ssize_t* ppos,
+                    Py_ssize_t end, Py_ssize_t depth):
+    """Decode one value at data[ppos[0]:end]; advance ppos[0] past it."""
+    cdef Py_ssize_t pos = ppos[0]
+    cdef unsigned int b
+    cdef const unsigned char* p
+    cdef uint64_t u64
+    cdef uint32_t u32
+    cdef double d
+    cdef float f
+    if pos >= end:
+        _format_error(0, 0)
+    b = data[pos]
+    pos += 1
+    # Most frequent first: positive fixint, fixstr, fixarray, fixmap.
+    if b <= 0x7F:
+        ppos[0] = pos
+        return PyLong_FromLong(<long>b)
+    if b >= 0xE0:
+        ppos[0] = pos
+        return PyLong_FromLong(<long>b - 0x100)
+    if b >= 0xA0 and b <= 0xBF:
+        return _unpack_str(dec, data, ppos, pos, end, b & 0x1F)
+    if b >= 0x90 and b <= 0x9F:
+        return _unpack_array(dec, data, ppos, pos, end, b & 0x0F, depth)
+    if b <= 0x8F:
+        return _unpack_map(dec, data, ppos, pos, end, b & 0x0F, depth)
+    # 0xc0..0xdf
+    if b == 0xC0:
+        ppos[0] = pos
+        return None
+    if b == 0xC2:
+        ppos[0] = pos
+        return False
+    if b == 0xC3:
+        ppos[0] = pos
+        return True
+    if b == 0xC1:
+        _format_error(2, b)
+    if HEAD_SIZE[b - 0xC0] > end - pos:
+        _format_error(1, b)
+    p = data + pos
+    if b == 0xCC:
+        ppos[0] = pos + 1
+        return PyLong_FromLong(<long>p[0])
+    elif b == 0xCD:
+        ppos[0] = pos + 2
+        return PyLong_FromLong(<long>load_be16(p))
+    elif b == 0xCE:
+        ppos[0] = pos + 4
+        return PyLong_FromLongLong(<long long>load_be32(p))
+    elif b == 0xCF:
+        ppos[0] = pos + 8
+        return PyLong_FromUnsignedLongLong(load_be64(p))
+    elif b == 0xD0:
+        ppos[0] = pos + 1
+        return PyLong_FromLong(<long><int8_t>p[0])
+    elif b == 0xD1:
+        ppos[0] = pos + 2
+        return PyLong_FromLong(<long><int16_t>load_be16(p))
+    elif b == 0xD2:
+        ppos[0] = pos + 4
+        return PyLong_FromLong(<long><int32_t>load_be32(p))
+    elif b == 0xD3:
+        ppos[0] = pos + 8
+        return PyLong_FromLongLong(<long long><int64_t>load_be64(p))
+    elif b == 0xCA:
+        u32 = load_be32(p)
+        memcpy(&f, &u32, 4)
+        ppos[0] = pos + 4
+        return PyFloat_FromDouble(<double>f)
+    elif b == 0xCB:
+        u64 = load_be64(p)
+        memcpy(&d, &u64, 8)
+        ppos[0] = pos + 8
+        return PyFloat_FromDouble(d)
+    elif b == 0xD9:
+        return _unpack_str(dec, data, ppos, pos + 1, end, p[0])
+    elif b == 0xDA:
+        return _unpack_str(dec, data, ppos, pos + 2, end, load_be16(p))
+    elif b == 0xDB:
+        return _unpack_str(dec, data, ppos, pos + 4, end, load_be32(p))
+    elif b == 0xC4:
+        return _unpack_bin(dec, data, ppos, pos + 1, end, p[0])
+    elif b == 0xC5:
+        return _unpack_bin(dec, data, ppos, pos + 2, end, load_be16(p))
+    elif b == 0xC6:
+        return _unpack_bin(dec, data, ppos, pos + 4, end, load_be32(p))
+    elif b == 0xDC:
+        return _unpack_array(dec, data, ppos, pos + 2, end, load_be16(p), depth)
+    elif b == 0xDD:
+        return _unpack_array(dec, data, ppos, pos + 4, end, load_be32(p), depth)
+    elif b == 0xDE:
+        return _unpack_map(dec, data, ppos, pos + 2, end, load_be16(p), depth)
+    elif b == 0xDF:
+        return _unpack_map(dec, data, ppos, pos + 4, end, load_be32(p), depth)
+    elif b >= 0xD4 and b <= 0xD8:
+        return _unpack_ext(dec, data, ppos, pos, end, 1 << (b - 0xD4))
+    elif b == 0xC7:
+        return _unpack_ext(dec, data, ppos, pos + 1, end, p[0])
+    elif b == 0xC8:
+        return _unpack_ext(dec, data, ppos, pos + 2, end, load_be16(p))
+    else:  # 0xC9, the last one left
+        return _unpack_ext(dec, data, ppos, pos + 4, end, load_be32(p))
+
+
+cdef object _decode_buffer(Decoder dec, object data):
+    """``Decoder.decode``: bytes directly, bytearray and contiguous memoryview
+    through the buffer protocol, anything else through ``bytes(data)``."""
+    cdef Py_buffer view
+    if PyBytes_CheckExact(data):
+        return dec.decode_ptr(<const unsigned char*>PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data))
+    if PyByteArray_CheckExact(data) or PyMemoryView_Check(data):
+        try:
+            PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
+        except BufferError:  # a non-contiguous view: bytes() copies it in order
+            pass
+        else:
+            try:
+                return dec.decode_ptr(<const unsigned char*>view.buf, view.len)
+            finally:
+                PyBuffer_Release(&view)
+    data = bytes(data)
+    return dec.decode_ptr(<const unsigned char*>PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data))
+
+
+cdef class Decoder:
+    """Decodes one msgpack value, bounded for untrusted input.
+
+    Parameters:
+        max_depth: deepest container nesting accepted.
+        max_str_len, max_bin_len, max_array_len, max_map_len, max_ext_len:
+            optional per-kind limits (``None``: bounded only by the input).
+        ext_hook: called as ``ext_hook(code, data)`` for extension values;
+            without it they decode to :class:`ExtType`.
+    """
+
+    def __cinit__(self):
+        self._max_depth = DEFAULT_MAX_DEPTH
+        self._max_depth_obj = DEFAULT_MAX_DEPTH
+        self._max_str_len = self._max_bin_len = self._max_array_len = NO_LIMIT
+        self._max_map_len = self._max_ext_len = NO_LIMIT
+        self._max_str_len_obj = self._max_bin_len_obj = self._max_array_len_obj = NO_LIMIT
+        self._max_map_len_obj = self._max_ext_len_obj = NO_LIMIT
+
+    def __init__(
+        self,
+        *,
+        max_depth=DEFAULT_MAX_DEPTH,
+        max_str_len=None,
+        max_bin_len=None,
+        max_array_len=None,
+        max_map_len=None,
+        max_ext_len=None,
+        ext_hook=None,
+    ):
+        _check_depth(max_depth)
+        self.max_depth = max_depth
+        self.max_str_len = max_str_len
+        self.max_bin_len = max_bin_len
+        self.max_array_len = max_array_len
+        self.max_map_len = max_map_len
+        self.max_ext_len = max_ext_len
+        self._ext_hook = ext_hook
+
+    # The attributes read like the pure twin's: a limit given as None reads
+    # as 4294967295 (no limit).
+
+    @property
+    def max_depth(self):
+        return self._max_depth_obj
+
+    @max_depth.setter
+    def max_depth(self, value):
+        self._max_depth = _depth_value(value)
+        self._max_depth_obj = value
+
+    @property
+    def max_str_len(self):
+        return self._max_str_len_obj
+
+    @max_str_len.setter
+    def max_str_len(self, value):
+        self._max_str_len = _limit_value(value, "max_str_len")
+        self._max_str_len_obj = NO_LIMIT if value is None else value
+
+    @property
+    def max_bin_len(self):
+        return self._max_bin_len_obj
+
+    @max_bin_len.setter
+    def max_bin_len(self, value):
+        self._max_bin_len = _limit_value(value, "max_bin_len")
+        self._max_bin_len_obj = NO_LIMIT if value is None else value
+
+    @property
+    def max_array_len(self):
+        return self._max_array_len_obj
+
+    @max_array_len.setter
+    def max_array_len(self, value):
+        self._max_array_len = _limit_value(value, "max_array_len")
+        self._max_array_len_obj = NO_LIMIT if value is None else value
+
+    @property
+    def max_map_len(self):
+        return self._max_map_len_obj
+
+    @max_map_len.setter
+    def max_map_len(self, value):
+        self._max_map_len = _limit_value(value, "max_map_len")
+        self._max_map_len_obj = NO_LIMIT if value is None else value
+
+    @property
+    def max_ext_len(self):
+        return self._max_ext_len_obj
+
+    @max_ext_len.setter
+    def max_ext_len(self, value):
+        self._max_ext_len = _limit_value(value, "max_ext_len")
+        self._max_ext_len_obj = NO_LIMIT if value is None else value
+
+    @property
+    def ext_hook(self):
+        return self._ext_hook
+
+    @ext_hook.setter
+    def ext_hook(self, value):
+        self._ext_hook = value
+
+    cdef object decode_ptr(self, const unsigned char* data, Py_ssize_t length):
+        cdef Py_ssize_t pos = 0
+        if length <= 0:
+            raise DecodeError("empty input: expected a msgpack value")
+        try:
+            obj = _unpack(self, data, &pos, length, 0)
+        except RecursionError:
+            raise DecodeError("value nested too deeply for the Python stack") from None
+        if FASTRPC_DEBUG:
+            assert 0 < pos <= length, "decoder read past its input"
+        if pos != length:
+            raise DecodeError(f"{length - pos} trailing byte(s) after the msgpack value")
+        return obj
+
+    def decode(self, data):
+        """Decode exactly one value that fills all of ``data`` (bytes,
+        bytearray, memoryview or anything ``bytes()`` accepts)."""
+        return _decode_buffer(self, data)
+
+    def decode_range(self, data, start, end):
+        """Decode exactly one value filling ``data[start:end]``."""
+        cdef Py_buffer view
+        cdef Py_ssize_t cstart, cend
+        PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
+        try:
+            if not 0 <= start <= end <= view.len:
+                raise ValueError(f"range {start}:{end} is outside the {view.len}-byte input")
+            cstart = start
+            cend = end
+            return self.decode_ptr(<const unsigned char*>view.buf + cstart, cend - cstart)
+        finally:
+            PyBuffer_Release(&view)
+
+
+cdef Encoder _default_encoder = Encoder()
+cdef Decoder _default_decoder = Decoder()
+
+
+def packb(obj):
+    """Encode ``obj`` with default settings."""
+    return _encode(_default_encoder, obj)
+
+
+def unpackb(data, **limits):
+    """Decode one value from ``data``; keyword arguments as for :class:`Decoder`."""
+    if limits:
+        return Decoder(**limits).decode(data)
+    return _decode_buffer(_default_decoder, data)

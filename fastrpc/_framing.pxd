@@ -1,0 +1,107 @@
+# Shared declarations of the compiled frame parser and writer (twin of
+# _framing_py.py; wire format in docs/protocol.md).
+
+from libc.stdint cimport uint32_t, uint64_t
+
+from fastrpc._codec cimport Decoder, Encoder, WBuf
+
+
+# Wire constants, mirroring fastrpc/_wire.py (the single Python definition).
+# ``cpdef`` also exposes them as attributes of fastrpc._framing, where a test
+# compares them with _wire.py.  Cython mangles these names in the generated C.
+cpdef enum:
+    PROTOCOL_MAJOR = 1
+    PROTOCOL_MINOR = 0
+    PREFACE_SIZE = 8
+    HEADER_SIZE = 12
+    HEADER_BODY_SIZE = 8
+    MIN_MSG_TYPE = 1
+    MAX_MSG_TYPE = 9
+    MAX_METHOD_INDEX = 0xFFFF
+    MAX_METHOD_NAME = 0xFFFF
+
+# _wire.MsgType
+cpdef enum MsgType:
+    REQUEST = 1
+    RESPONSE = 2
+    ERROR = 3
+    NOTIFY = 4
+    CANCEL = 5
+    PING = 6
+    PONG = 7
+    GOAWAY = 8
+    HANDSHAKE = 9
+
+# _wire.FLAG_* and KNOWN_FLAGS
+cpdef enum:
+    FLAG_METHOD_NAME = 0x01
+    FLAG_DEADLINE = 0x02
+    FLAG_METADATA = 0x04
+    FLAG_KWARGS = 0x08
+    KNOWN_FLAGS = 0x0F
+
+
+cdef class Frame:
+    cdef readonly object type
+    cdef readonly object flags
+    cdef readonly object method
+    cdef readonly object name
+    cdef readonly object request_id
+    cdef readonly object deadline
+    cdef readonly object metadata
+    cdef readonly object value
+    cdef readonly object error
+
+
+# FrameParser states (derived from the fields below, no separate variable):
+#
+#   PREFACE --8 good bytes--> FRAMES <-----------------------------+
+#   (_preface_left > 0)        |  whole frames: parsed in place     |
+#                              |  from the fed chunk, no copy       |
+#                              v                                    |
+#                   partial header (_plen < 12, bytes in _head)     |
+#                              | header complete and checked:       |
+#                              v _body sized once = frame - 12      |
+#                   partial body (_plen >= 12, rest in _body) ------+
+#                                                    frame complete
+#   any state --FrameError--> BROKEN (_error set; every feed raises)
+
+cdef class FrameParser:
+    cdef uint64_t _max_frame_size       # C copy of max_frame_size
+    cdef object _max_frame_size_obj     # value as given
+    cdef object _decoder                # the decoder object given (or made)
+    cdef Decoder _cdec                  # same object if it is a compiled Decoder
+    cdef public object peer_version     # (major, minor) once the preface says
+    cdef Py_ssize_t _preface_left       # preface bytes still expected
+    cdef Py_ssize_t _preface_got        # preface bytes held in _preface
+    cdef unsigned char _preface[8]
+    cdef unsigned char _head[12]        # header of the partial frame
+    cdef Py_ssize_t _plen               # bytes of the partial frame held
+    cdef uint64_t _frame_size           # its total size, once the header is known
+    cdef char* _body                    # its body (frame - header), malloc'd
+    cdef Py_ssize_t _body_cap
+    cdef object _error                  # the FrameError that broke the parser
+    cdef bint _busy                     # inside feed() (re-entrancy guard)
+
+    cdef int _feed(self, const unsigned char* data, Py_ssize_t end, list frames) except -1
+    cdef Py_ssize_t _take_preface(self, const unsigned char* data, Py_ssize_t end) except -1
+    cdef uint64_t _check_length(self, const unsigned char* p) except 0
+    cdef uint64_t _check_header(self, const unsigned char* p) except 0
+    cdef int _ensure_body(self, uint64_t need) except -1
+    cdef Frame _parse(self, const unsigned char* head, const unsigned char* body, Py_ssize_t blen)
+    cdef object _decode(self, const unsigned char* data, Py_ssize_t length)
+
+
+cdef class FrameWriter:
+    cdef WBuf _buf                      # frames written so far
+    cdef uint64_t _max_frame_size
+    cdef object _max_frame_size_obj
+    cdef object _encoder                # the encoder object given (or made)
+    cdef Encoder _cenc                  # same object if it is a compiled Encoder
+    cdef bint _busy                     # inside a write (re-entrancy guard)
+
+    cdef int _check_idle(self) except -1
+    cdef int _encode_value(self, object value) except -1
+    cdef int _write_frame(self, object mtype, object request_id, object value) except -1
+    cdef int _finish(self, Py_ssize_t start, unsigned int mtype, int mtype_bad, unsigned int flags,
+                     unsigned int method, uint32_t request_id, int request_id_bad) except -1

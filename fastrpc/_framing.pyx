@@ -1,0 +1,851 @@
+"""Compiled frame parser and writer (wire format 1.0, docs/protocol.md).
+
+The compiled twin of ``_framing_py.py``: same classes, arguments, results
+and exceptions.  ``_impl.py`` picks one of the two.
+
+FrameParser parses every frame that lies wholly inside a fed chunk straight
+from the chunk's memory and decodes its payload from there; only a partial
+frame at the end of a chunk is copied, into one malloc'd buffer sized once
+from the frame's length field.  FrameWriter encodes headers and payloads
+into one malloc'd buffer through the compiled Encoder and patches the length
+afterwards.
+"""
+
+cimport cython
+from cpython.dict cimport PyDict_CheckExact
+from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
+from cpython.bytearray cimport PyByteArray_CheckExact
+from cpython.bytes cimport (
+    PyBytes_AS_STRING,
+    PyBytes_CheckExact,
+    PyBytes_FromStringAndSize,
+    PyBytes_GET_SIZE,
+)
+from cpython.long cimport (
+    PyLong_AsLongLongAndOverflow,
+    PyLong_AsUnsignedLongLong,
+    PyLong_Check,
+    PyLong_CheckExact,
+    PyLong_FromLong,
+    PyLong_FromUnsignedLong,
+    PyLong_FromUnsignedLongLong,
+)
+from cpython.memoryview cimport PyMemoryView_Check
+from cpython.number cimport PyIndex_Check, PyNumber_Index, PyNumber_Long
+from cpython.object cimport PyObject_IsInstance
+from cpython.pyport cimport PY_SSIZE_T_MAX
+from cpython.unicode cimport PyUnicode_AsUTF8AndSize, PyUnicode_CheckExact
+from libc.stdint cimport uint16_t, uint32_t, uint64_t
+from libc.stdlib cimport free, malloc
+from libc.string cimport memcmp, memcpy
+
+from fastrpc._codec cimport (
+    Decoder,
+    Encoder,
+    WBuf,
+    load_be16,
+    load_be32,
+    load_be64,
+    store_be16,
+    store_be32,
+    store_be64,
+    wbuf_put,
+    wbuf_release,
+)
+
+import copy
+import math
+import struct
+
+from . import _wire as W
+from .errors import (
+    DecodeError,
+    FrameError,
+    FrameTooLarge,
+    MalformedFrame,
+    PrefaceError,
+    ProtocolVersionError,
+    TruncatedFrame,
+    UnknownMessageType,
+)
+
+__all__ = ["Frame", "FrameParser", "FrameWriter"]
+
+
+cdef extern from "Python.h":
+    object PyUnicode_DecodeUTF8(const char* s, Py_ssize_t size, const char* errors)
+
+cdef extern from *:
+    """
+    #ifndef FASTRPC_DEBUG
+    #define FASTRPC_DEBUG 0
+    #endif
+    """
+    # 1 in FASTRPC_DEBUG=1 builds (setup.py): invariant checks compile in.
+    bint FASTRPC_DEBUG
+
+
+cdef enum:
+    UNKNOWN_FLAGS = 0xFF & ~KNOWN_FLAGS
+    # A partial-frame body buffer larger than this is freed once its frame
+    # is complete (smaller ones are kept for the next partial frame).
+    RETAIN_BODY = 1024 * 1024
+    # FrameWriter keeps at most this much capacity after take()/clear().
+    RETAIN_WRITE = 256 * 1024
+
+cdef uint64_t MAX_DEADLINE_US = 0xFFFFFFFFFFFFFFFFULL
+cdef bytes PREFACE = W.PREFACE
+cdef object MAX_FRAME_SIZE_LIMIT = W.MAX_FRAME_SIZE_LIMIT
+cdef object DEFAULT_MAX_FRAME_SIZE = W.DEFAULT_MAX_FRAME_SIZE
+cdef object MsgTypeEnum = W.MsgType
+cdef object StructError = struct.error
+
+cdef uint64_t _frame_size_value(object value) except? 0:
+    # C value of a max_frame_size already checked to be in
+    # HEADER_SIZE..MAX_FRAME_SIZE_LIMIT: ``size > result`` iff ``size > value``.
+    if not PyLong_Check(value):
+        value = math.floor(value)
+    return <uint64_t>PyLong_AsUnsignedLongLong(value)
+
+
+cdef object _check_frame_size_arg(object value):
+    if not HEADER_SIZE <= value <= MAX_FRAME_SIZE_LIMIT:
+        raise ValueError(f"max_frame_size must be in {HEADER_SIZE}..{MAX_FRAME_SIZE_LIMIT}")
+    return value
+
+
+# --------------------------------------------------------------------------
+# Frame
+
+
+@cython.freelist(64)
+cdef class Frame:
+    """One decoded frame.
+
+    Attributes:
+        type: message type (a :class:`fastrpc._wire.MsgType` value, as int).
+        flags: raw flags byte.
+        method: method index (requests/notifications by index), else 0.
+        name: method name when the frame carries one, else ``None``.
+        request_id: the call this frame belongs to (0 where unused).
+        deadline: relative timeout in microseconds, or ``None``.
+        metadata: dict of per-call metadata, or ``None``.
+        value: decoded payload (``None`` for an empty payload).
+        error: a :class:`DecodeError` if the metadata or payload could not be
+            decoded (``value`` is then ``None``); the frame boundaries are
+            intact, so only this call fails.
+    """
+
+    def __init__(self, type, flags, method, name, request_id, deadline, metadata, value, error):
+        self.type = type
+        self.flags = flags
+        self.method = method
+        self.name = name
+        self.request_id = request_id
+        self.deadline = deadline
+        self.metadata = metadata
+        self.value = value
+        self.error = error
+
+    def __repr__(self):
+        try:
+            kind = MsgTypeEnum(self.type).name
+        except ValueError:  # the parser rejects these
+            kind = str(self.type)
+        return (
+            f"<Frame {kind} id={self.request_id} flags=0x{self.flags:02x} method={self.method}"
+            f" name={self.name!r} deadline={self.deadline} metadata={self.metadata!r}"
+            f" value={self.value!r} error={self.error!r}>"
+        )
+
+
+cdef object _decode_name(const unsigned char* data, Py_ssize_t n):
+    try:
+        return PyUnicode_DecodeUTF8(<const char*>data, n, NULL)
+    except UnicodeDecodeError:
+        raise MalformedFrame("method name is not valid UTF-8") from None
+
+
+# --------------------------------------------------------------------------
+# FrameParser
+
+
+cdef class FrameParser:
+    """Incremental frame parser.
+
+    Feed it chunks of any size with :meth:`feed`; it returns the frames
+    completed by that chunk, each exactly once and in order.  Frames that
+    lie wholly inside a chunk are parsed and decoded in place; it buffers at
+    most one partial frame (sized once from its length field, so a large
+    frame is copied into place once) and never rescans consumed bytes.
+
+    Parameters:
+        max_frame_size: largest accepted frame, header included; a larger
+            announced length raises :class:`FrameTooLarge` before any of the
+            body is buffered.
+        expect_preface: the stream starts with the 8-byte fastrpc preface
+            (true for both ends of a connection).
+        decoder: :class:`Decoder` used for payloads and metadata (limits).
+    """
+
+    def __cinit__(self):
+        self._body = NULL
+        self._body_cap = 0
+        self._max_frame_size = W.DEFAULT_MAX_FRAME_SIZE
+        self._max_frame_size_obj = DEFAULT_MAX_FRAME_SIZE
+
+    def __dealloc__(self):
+        free(self._body)
+        self._body = NULL
+
+    def __init__(self, *, max_frame_size=DEFAULT_MAX_FRAME_SIZE, expect_preface=True, decoder=None):
+        self.max_frame_size = max_frame_size
+        self._decoder = decoder if decoder is not None else Decoder()
+        self._cdec = self._decoder if isinstance(self._decoder, Decoder) else None
+        self.peer_version = None
+        self._preface_left = PREFACE_SIZE if expect_preface else 0
+        self._preface_got = 0
+        self._plen = 0
+        self._frame_size = 0
+        self._error = None
+
+    @property
+    def max_frame_size(self):
+        return self._max_frame_size_obj
+
+    @max_frame_size.setter
+    def max_frame_size(self, value):
+        _check_frame_size_arg(value)
+        self._max_frame_size = _frame_size_value(value)
+        self._max_frame_size_obj = value
+
+    @property
+    def decoder(self):
+        return self._decoder
+
+    @decoder.setter
+    def decoder(self, value):
+        self._decoder = value
+        self._cdec = value if isinstance(value, Decoder) else None
+
+    @property
+    def buffered(self):
+        """Bytes held for the frame (or preface) in progress."""
+        return self._plen + self._preface_got
+
+    def feed(self, data):
+        """Consume ``data`` and return the frames it completed.
+
+        Raises a :class:`FrameError` subclass on invalid input; its
+        ``frames`` attribute holds the valid frames that preceded the error
+        in this call.  After an error the parser stays broken: every later
+        call raises the same kind of error.
+        """
+        cdef Py_buffer view
+        cdef bint have_view = False
+        cdef const unsigned char* ptr
+        cdef Py_ssize_t n
+        cdef list frames
+        if self._error is not None:
+            raise self._again()
+        if self._busy:
+            raise RuntimeError("FrameParser.feed() called while it is running (from a decoder hook)")
+        if not PyBytes_CheckExact(data):
+            if PyByteArray_CheckExact(data) or PyMemoryView_Check(data):
+                try:
+                    PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
+                    have_view = True
+                except BufferError:  # a non-contiguous view: bytes() copies it in order
+                    pass
+            if not have_view:
+                data = bytes(data)
+        if have_view:
+            ptr = <const unsigned char*>view.buf
+            n = view.len
+        else:
+            ptr = <const unsigned char*>PyBytes_AS_STRING(data)
+            n = PyBytes_GET_SIZE(data)
+        frames = []
+        self._busy = True
+        try:
+            self._feed(ptr, n, frames)
+        except FrameError as exc:
+            exc.frames = frames
+            self._error = exc
+            self._plen = 0
+            self._preface_got = 0
+            raise
+        finally:
+            self._busy = False
+            if have_view:
+                PyBuffer_Release(&view)
+        return frames
+
+    def _again(self):
+        # The same error again (class, message, attributes such as
+        # peer_version), without the frames already handed out.
+        err = copy.copy(self._error)
+        err.frames = []
+        return err
+
+    def feed_eof(self):
+        """Signal the end of the stream; raises :class:`TruncatedFrame` if a
+        frame (or the preface) was left incomplete."""
+        if self._error is not None:
+            raise self._again()
+        if self._plen or self._preface_got:
+            self._error = TruncatedFrame(
+                f"stream ended inside a frame ({self._plen + self._preface_got} byte(s) "
+                "of an incomplete frame buffered)"
+            )
+            raise self._error
+
+    # -- internals ---------------------------------------------------------
+
+    cdef int _feed(self, const unsigned char* data, Py_ssize_t end, list frames) except -1:
+        cdef Py_ssize_t pos = 0
+        cdef Py_ssize_t take
+        cdef uint64_t size
+        cdef const unsigned char* p
+        if self._preface_left:
+            pos = self._take_preface(data, end)
+            if self._preface_left:
+                return 0
+        if self._plen:
+            # Complete the partial frame first, taking only the bytes it needs.
+            if self._plen < HEADER_SIZE:
+                take = min(HEADER_SIZE - self._plen, end - pos)
+                memcpy(self._head + self._plen, data + pos, <size_t>take)
+                self._plen += take
+                pos += take
+                if self._plen < HEADER_SIZE:
+                    if self._plen >= 4:
+                        self._check_length(self._head)
+                    return 0
+                self._frame_size = self._check_header(self._head)
+            self._ensure_body(self._frame_size - HEADER_SIZE)
+            if <uint64_t>(end - pos) < self._frame_size - <uint64_t>self._plen:
+                take = end - pos
+            else:
+                take = <Py_ssize_t>(self._frame_size - <uint64_t>self._plen)
+            if take:
+                memcpy(self._body + (self._plen - HEADER_SIZE), data + pos, <size_t>take)
+                self._plen += take
+                pos += take
+            if <uint64_t>self._plen < self._frame_size:
+                return 0
+            frames.append(self._parse(self._head, <const unsigned char*>self._body,
+                                      self._plen - HEADER_SIZE))
+            self._plen = 0
+            self._frame_size = 0
+            if self._body_cap > RETAIN_BODY:
+                free(self._body)
+                self._body = NULL
+                self._body_cap = 0
+        # Whole frames straight from the chunk, no copy of the chunk.
+        while end - pos >= HEADER_SIZE:
+            p = data + pos
+            size = <uint64_t>load_be32(p) + 4
+            if (size > self._max_frame_size or size < HEADER_SIZE
+                    or p[4] < MIN_MSG_TYPE or p[4] > MAX_MSG_TYPE or (p[5] & UNKNOWN_FLAGS)):
+                self._check_header(p)  # raises the right error
+            if <uint64_t>(end - pos) < size:
+                break
+            frames.append(self._parse(p, p + HEADER_SIZE, <Py_ssize_t>(size - HEADER_SIZE)))
+            pos += <Py_ssize_t>size
+        if pos < end:
+            # Keep the partial frame: header bytes in _head, the body (once
+            # the header gives its size) in _body, allocated once.
+            p = data + pos
+            take = end - pos
+            if take >= 4:
+                self._check_length(p)
+            if take >= HEADER_SIZE:
+                self._frame_size = self._check_header(p)
+                self._ensure_body(self._frame_size - HEADER_SIZE)
+                memcpy(self._head, p, HEADER_SIZE)
+                memcpy(self._body, p + HEADER_SIZE, <size_t>(take - HEADER_SIZE))
+            else:
+                memcpy(self._head, p, <size_t>take)
+            self._plen = take
+        if FASTRPC_DEBUG:
+            assert self._plen == 0 or self._plen < HEADER_SIZE or (
+                <uint64_t>self._plen < self._frame_size
+                and <uint64_t>self._body_cap >= self._frame_size - HEADER_SIZE), "partial frame state"
+        return 0
+
+    cdef Py_ssize_t _take_preface(self, const unsigned char* data, Py_ssize_t end) except -1:
+        cdef Py_ssize_t take = min(self._preface_left, end)
+        cdef Py_ssize_t start = self._preface_got
+        cdef Py_ssize_t got
+        cdef unsigned int major, minor
+        memcpy(self._preface + start, data, <size_t>take)
+        self._preface_got += take
+        self._preface_left -= take
+        got = self._preface_got
+        # Reject as soon as a byte differs: a wrong protocol is found early.
+        if memcmp(self._preface, b"FRPC", <size_t>min(got, 4)) != 0:
+            raise PrefaceError(
+                f"not a fastrpc connection: expected preface {PREFACE!r}, "
+                f"got {PyBytes_FromStringAndSize(<char*>self._preface, got)!r}"
+            )
+        if got >= 6 and start < 6:
+            major = self._preface[4]
+            minor = self._preface[5]
+            self.peer_version = (major, minor)
+            if major != PROTOCOL_MAJOR:
+                raise ProtocolVersionError(
+                    f"peer speaks fastrpc protocol {major}.{minor}; this side speaks "
+                    f"{<int>PROTOCOL_MAJOR}.{<int>PROTOCOL_MINOR}",
+                    peer_version=(major, minor),
+                )
+        if got == PREFACE_SIZE:
+            if self._preface[6] != 0x0D or self._preface[7] != 0x0A:
+                raise PrefaceError(
+                    f"malformed fastrpc preface {PyBytes_FromStringAndSize(<char*>self._preface, got)!r}"
+                )
+            self._preface_got = 0
+        return take
+
+    cdef uint64_t _check_length(self, const unsigned char* p) except 0:
+        cdef uint64_t size = <uint64_t>load_be32(p) + 4
+        if size > self._max_frame_size:
+            raise FrameTooLarge(f"frame of {size} bytes exceeds max_frame_size={self._max_frame_size_obj}")
+        if size < HEADER_SIZE:
+            raise MalformedFrame(f"frame length {size - 4} is shorter than the frame header")
+        return size
+
+    cdef uint64_t _check_header(self, const unsigned char* p) except 0:
+        cdef uint64_t size = self._check_length(p)
+        cdef unsigned int mtype = p[4]
+        cdef unsigned int flags = p[5]
+        if mtype < MIN_MSG_TYPE or mtype > MAX_MSG_TYPE:
+            raise UnknownMessageType(f"unknown message type {mtype}")
+        if flags & UNKNOWN_FLAGS:
+            raise MalformedFrame(f"reserved flag bits set: 0x{flags & UNKNOWN_FLAGS:02x}")
+        return size
+
+    cdef int _ensure_body(self, uint64_t need) except -1:
+        """Room for a partial frame's body of ``need`` bytes (the one
+        allocation for that frame)."""
+        cdef size_t cap
+        if self._body != NULL and need <= <uint64_t>self._body_cap:
+            return 0
+        if need > <uint64_t>PY_SSIZE_T_MAX:
+            raise MemoryError(f"cannot buffer a frame body of {need} bytes")
+        cap = <size_t>need if need > 256 else 256
+        free(self._body)
+        self._body_cap = 0
+        self._body = <char*>malloc(cap)
+        if self._body == NULL:
+            raise MemoryError(f"cannot buffer a frame body of {need} bytes")
+        self._body_cap = <Py_ssize_t>cap
+        return 0
+
+    cdef object _decode(self, const unsigned char* data, Py_ssize_t length):
+        # Local references: a hook may replace self._decoder meanwhile.
+        cdef Decoder dec = self._cdec
+        if dec is not None:
+            return dec.decode_ptr(data, length)
+        # Any other decoder object: through its decode_range() method.
+        decoder = self._decoder
+        return decoder.decode_range(PyBytes_FromStringAndSize(<const char*>data, length), 0, length)
+
+    cdef Frame _parse(self, const unsigned char* head, const unsigned char* body, Py_ssize_t blen):
+        """Frame from a checked 12-byte header and its ``blen``-byte body."""
+        cdef Py_ssize_t pos = 0
+        cdef Py_ssize_t n
+        cdef unsigned int flags = head[5]
+        cdef Frame frame
+        name = None
+        deadline = None
+        metadata = None
+        value = None
+        error = None
+        if flags & FLAG_METHOD_NAME:
+            if blen - pos < 2:
+                raise TruncatedFrame("frame ends inside the method name length")
+            n = load_be16(body + pos)
+            pos += 2
+            if blen - pos < n:
+                raise TruncatedFrame("frame ends inside the method name")
+            name = _decode_name(body + pos, n)
+            pos += n
+        if flags & FLAG_DEADLINE:
+            if blen - pos < 8:
+                raise TruncatedFrame("frame ends inside the deadline")
+            deadline = PyLong_FromUnsignedLongLong(load_be64(body + pos))
+            pos += 8
+        if flags & FLAG_METADATA:
+            if blen - pos < 4:
+                raise TruncatedFrame("frame ends inside the metadata length")
+            n = <Py_ssize_t>load_be32(body + pos)
+            pos += 4
+            if blen - pos < n:
+                raise TruncatedFrame("frame ends inside the metadata")
+            try:
+                metadata = self._decode(body + pos, n)
+                if type(metadata) is not dict:
+                    metadata = None
+                    raise DecodeError("metadata is not a map")
+            except DecodeError as exc:
+                error = exc
+            pos += n
+        if pos < blen and error is None:
+            try:
+                value = self._decode(body + pos, blen - pos)
+            except DecodeError as exc:
+                error = exc
+        frame = Frame.__new__(Frame)
+        frame.type = PyLong_FromLong(head[4])
+        frame.flags = PyLong_FromLong(flags)
+        frame.method = PyLong_FromLong(load_be16(head + 6))
+        frame.name = name
+        frame.request_id = PyLong_FromUnsignedLong(load_be32(head + 8))
+        frame.deadline = deadline
+        frame.metadata = metadata
+        frame.value = value
+        frame.error = error
+        return frame
+
+
+# --------------------------------------------------------------------------
+# FrameWriter argument checks (same checks, order and exceptions as the pure
+# twin; where it would fail inside struct.pack, so do these, with
+# struct.error, at the same point: see FrameWriter._finish).
+
+cdef enum:
+    ARG_OK = 0
+    ARG_NOT_INT = 1      # struct.error: required argument is not an integer
+    ARG_RANGE = 2        # struct.error: out of range for the field
+
+
+cdef int _check_int(object n, str what) except -1:
+    if not PyObject_IsInstance(n, int) or PyObject_IsInstance(n, bool):
+        raise TypeError(f"{what} must be an int, not {type(n).__name__}")
+    return 0
+
+
+cdef int _u32_arg(object n, str what, uint32_t* out) except -1:
+    cdef int overflow = 0
+    cdef long long v
+    if PyLong_CheckExact(n):
+        v = PyLong_AsLongLongAndOverflow(n, &overflow)
+        if overflow or v < 0 or v > 0xFFFFFFFF:
+            raise OverflowError(f"{what} {n} out of range 0..2**32-1")
+        out[0] = <uint32_t>v
+        return ARG_OK
+    _check_int(n, what)
+    if not 0 <= n <= 0xFFFFFFFF:
+        raise OverflowError(f"{what} {n} out of range 0..2**32-1")
+    if not PyIndex_Check(n):
+        return ARG_NOT_INT
+    n = PyNumber_Index(n)
+    if not 0 <= n <= 0xFFFFFFFF:
+        return ARG_RANGE
+    out[0] = <uint32_t>PyLong_AsUnsignedLongLong(n)
+    return ARG_OK
+
+
+cdef int _type_arg(object t, unsigned int* out) except -1:
+    cdef int overflow = 0
+    cdef long long v
+    if PyLong_CheckExact(t):
+        v = PyLong_AsLongLongAndOverflow(t, &overflow)
+        if overflow or v < MIN_MSG_TYPE or v > MAX_MSG_TYPE:
+            raise ValueError(f"unknown message type {t}")
+        out[0] = <unsigned int>v
+        return ARG_OK
+    if not MIN_MSG_TYPE <= t <= MAX_MSG_TYPE:
+        raise ValueError(f"unknown message type {t}")
+    if not PyIndex_Check(t):
+        return ARG_NOT_INT
+    t = PyNumber_Index(t)
+    if not 0 <= t <= 0xFF:
+        return ARG_RANGE
+    out[0] = <unsigned int>PyLong_AsUnsignedLongLong(t)
+    return ARG_OK
+
+
+cdef int _write_name(WBuf* buf, object method) except -1:
+    cdef Py_ssize_t n
+    cdef const char* s
+    cdef char* p
+    cdef Py_buffer view
+    if PyUnicode_CheckExact(method):
+        s = PyUnicode_AsUTF8AndSize(method, &n)  # UnicodeEncodeError, as str.encode
+        if n > MAX_METHOD_NAME:
+            raise ValueError("method name longer than 65535 bytes")
+        p = wbuf_put(buf, 2 + n)
+        store_be16(p, <uint16_t>n)
+        memcpy(p + 2, s, <size_t>n)
+        return 0
+    if not PyObject_IsInstance(method, str):
+        raise TypeError("method must be an int index or a str name")
+    name = method.encode("utf-8")
+    n = len(name)
+    if n > MAX_METHOD_NAME:
+        raise ValueError("method name longer than 65535 bytes")
+    store_be16(wbuf_put(buf, 2), <uint16_t>n)
+    PyObject_GetBuffer(name, &view, PyBUF_SIMPLE)
+    try:
+        memcpy(wbuf_put(buf, view.len), view.buf, <size_t>view.len)
+    finally:
+        PyBuffer_Release(&view)
+    return 0
+
+
+cdef uint64_t _deadline_arg(object deadline) except? 0:
+    cdef int overflow = 0
+    cdef long long v
+    if PyLong_CheckExact(deadline):
+        v = PyLong_AsLongLongAndOverflow(deadline, &overflow)
+        if overflow == 0:
+            if v < 0:
+                raise OverflowError("deadline out of range")
+            return <uint64_t>v
+        if overflow < 0:
+            raise OverflowError("deadline out of range")
+        try:
+            return PyLong_AsUnsignedLongLong(deadline)
+        except OverflowError:
+            raise OverflowError("deadline out of range") from None
+    _check_int(deadline, "deadline")
+    if deadline < 0 or deadline > MAX_DEADLINE_US:
+        raise OverflowError("deadline out of range")
+    # struct.pack(">Q", deadline) in the pure twin
+    if not PyIndex_Check(deadline):
+        raise StructError("required argument is not an integer")
+    deadline = PyNumber_Index(deadline)
+    if not 0 <= deadline <= MAX_DEADLINE_US:
+        raise StructError("argument out of range")
+    return PyLong_AsUnsignedLongLong(deadline)
+
+
+cdef int _raise_arg(int bad, str fmt) except -1:
+    if bad == ARG_NOT_INT:
+        raise StructError("required argument is not an integer")
+    raise StructError(f"{fmt} format requires 0 <= number <= {'255' if fmt == 'ubyte' else '4294967295'}")
+
+
+# --------------------------------------------------------------------------
+# FrameWriter
+
+
+cdef class FrameWriter:
+    """Builds frames into one growing buffer.
+
+    Write any number of frames, then :meth:`take` the bytes for a single
+    ``transport.write``.  A frame that fails (unencodable value, too large)
+    raises and leaves the buffer exactly as it was before that frame.
+
+    Parameters:
+        max_frame_size: largest frame this writer produces; a larger one
+            raises :class:`FrameTooLarge`.
+        encoder: :class:`Encoder` used for payloads and metadata.
+    """
+
+    def __cinit__(self):
+        self._buf.data = NULL
+        self._buf.length = 0
+        self._buf.capacity = 0
+        self._buf.fixed = NULL
+        self._max_frame_size = W.DEFAULT_MAX_FRAME_SIZE
+        self._max_frame_size_obj = DEFAULT_MAX_FRAME_SIZE
+
+    def __dealloc__(self):
+        wbuf_release(&self._buf)
+
+    def __init__(self, *, max_frame_size=DEFAULT_MAX_FRAME_SIZE, encoder=None):
+        self.max_frame_size = max_frame_size
+        self._encoder = encoder if encoder is not None else Encoder()
+        self._cenc = self._encoder if isinstance(self._encoder, Encoder) else None
+
+    @property
+    def max_frame_size(self):
+        return self._max_frame_size_obj
+
+    @max_frame_size.setter
+    def max_frame_size(self, value):
+        _check_frame_size_arg(value)
+        self._max_frame_size = _frame_size_value(value)
+        self._max_frame_size_obj = value
+
+    @property
+    def encoder(self):
+        return self._encoder
+
+    @encoder.setter
+    def encoder(self, value):
+        self._encoder = value
+        self._cenc = value if isinstance(value, Encoder) else None
+
+    def __len__(self):
+        return self._buf.length
+
+    cdef int _check_idle(self) except -1:
+        if self._busy:
+            raise RuntimeError("FrameWriter used while it is writing a frame (from an encoder hook)")
+        return 0
+
+    def take(self):
+        """Return everything written so far and empty the buffer."""
+        self._check_idle()
+        out = PyBytes_FromStringAndSize(self._buf.data, self._buf.length)
+        self._buf.length = 0
+        if self._buf.capacity > RETAIN_WRITE:
+            wbuf_release(&self._buf)
+        return out
+
+    def clear(self):
+        """Drop everything written so far."""
+        self._check_idle()
+        self._buf.length = 0
+        if self._buf.capacity > RETAIN_WRITE:
+            wbuf_release(&self._buf)
+
+    def write_preface(self):
+        """Append the 8-byte connection preface."""
+        self._check_idle()
+        memcpy(wbuf_put(&self._buf, PREFACE_SIZE), <const char*>PREFACE, PREFACE_SIZE)
+
+    cdef int _encode_value(self, object value) except -1:
+        cdef Py_buffer view
+        # Local references: a hook may replace self._encoder meanwhile.
+        cdef Encoder enc = self._cenc
+        if enc is not None:
+            return enc.pack_to(&self._buf, value)
+        # Any other encoder object: through its pack_into() method.
+        encoder = self._encoder
+        tmp = bytearray()
+        encoder.pack_into(tmp, value)
+        PyObject_GetBuffer(tmp, &view, PyBUF_SIMPLE)
+        try:
+            memcpy(wbuf_put(&self._buf, view.len), view.buf, <size_t>view.len)
+        finally:
+            PyBuffer_Release(&view)
+        return 0
+
+    cdef int _finish(self, Py_ssize_t start, unsigned int mtype, int mtype_bad, unsigned int flags,
+                     unsigned int method, uint32_t request_id, int request_id_bad) except -1:
+        cdef Py_ssize_t size = self._buf.length - start
+        cdef char* p
+        if FASTRPC_DEBUG:
+            assert 0 <= start and size >= HEADER_SIZE and self._buf.length <= self._buf.capacity, "writer state"
+        if <uint64_t>size > self._max_frame_size:
+            raise FrameTooLarge(f"frame of {size} bytes exceeds max_frame_size={self._max_frame_size_obj}")
+        if mtype_bad:
+            _raise_arg(mtype_bad, "ubyte")
+        if request_id_bad:
+            _raise_arg(request_id_bad, "'I'")
+        p = self._buf.data + start
+        store_be32(p, <uint32_t>(size - 4))
+        p[4] = <char>mtype
+        p[5] = <char>flags
+        store_be16(p + 6, <uint16_t>method)
+        store_be32(p + 8, request_id)
+        return 0
+
+    def write_request(self, request_id, method, args, kwargs=None, *, deadline=None,
+                      metadata=None, notify=False):
+        """Append a REQUEST (or, with ``notify``, a NOTIFY) frame.
+
+        ``method`` is an index into the server's method table (int) or a
+        method name (str).  ``deadline`` is a relative timeout in
+        microseconds.  ``args`` is a list or tuple; non-empty ``kwargs`` makes
+        the payload ``[args, kwargs]``.
+        """
+        cdef unsigned int flags = 0
+        cdef unsigned int method_index = 0
+        cdef uint32_t rid = 0
+        cdef int rid_bad
+        cdef int overflow = 0
+        cdef long long v
+        cdef Py_ssize_t start, mstart, mlen
+        cdef uint64_t dl
+        cdef char* p
+        cdef unsigned int mtype
+        self._check_idle()
+        if PyLong_CheckExact(method):
+            method_index_obj = method
+        elif PyObject_IsInstance(method, int) and not PyObject_IsInstance(method, bool):
+            method_index_obj = PyNumber_Long(method)  # IntEnum and co.
+        else:
+            method_index_obj = None
+            flags |= FLAG_METHOD_NAME
+        if deadline is not None:
+            flags |= FLAG_DEADLINE
+        if metadata is not None and metadata:
+            flags |= FLAG_METADATA
+        if kwargs is not None and kwargs:
+            flags |= FLAG_KWARGS
+        start = self._buf.length
+        self._busy = True
+        try:
+            rid_bad = _u32_arg(request_id, "request_id", &rid)
+            if not flags & FLAG_METHOD_NAME:
+                v = PyLong_AsLongLongAndOverflow(method_index_obj, &overflow)
+                if overflow or v < 0 or v > MAX_METHOD_INDEX:
+                    raise OverflowError(f"method index {method_index_obj} out of range 0..65535")
+                method_index = <unsigned int>v
+            wbuf_put(&self._buf, HEADER_SIZE)
+            if flags & FLAG_METHOD_NAME:
+                _write_name(&self._buf, method)
+            if flags & FLAG_DEADLINE:
+                dl = _deadline_arg(deadline)
+                store_be64(wbuf_put(&self._buf, 8), dl)
+            if flags & FLAG_METADATA:
+                if not PyDict_CheckExact(metadata) and not PyObject_IsInstance(metadata, dict):
+                    raise TypeError("metadata must be a dict")
+                mstart = self._buf.length
+                wbuf_put(&self._buf, 4)
+                self._encode_value(metadata)
+                mlen = self._buf.length - mstart - 4
+                if <uint64_t>mlen > 0xFFFFFFFFULL:
+                    raise StructError("'I' format requires 0 <= number <= 4294967295")
+                store_be32(self._buf.data + mstart, <uint32_t>mlen)
+            if flags & FLAG_KWARGS:
+                self._encode_value((args, kwargs))
+            else:
+                self._encode_value(args)
+            mtype = NOTIFY if notify else REQUEST
+            self._finish(start, mtype, ARG_OK, flags, method_index, rid, rid_bad)
+        except BaseException:
+            self._buf.length = start
+            raise
+        finally:
+            self._busy = False
+
+    cdef int _write_frame(self, object mtype, object request_id, object value) except -1:
+        cdef unsigned int t = 0
+        cdef int t_bad
+        cdef uint32_t rid = 0
+        cdef int rid_bad
+        cdef Py_ssize_t start
+        self._check_idle()
+        start = self._buf.length
+        self._busy = True
+        try:
+            t_bad = _type_arg(mtype, &t)
+            rid_bad = _u32_arg(request_id, "request_id", &rid)
+            wbuf_put(&self._buf, HEADER_SIZE)
+            self._encode_value(value)
+            self._finish(start, t, t_bad, 0, 0, rid, rid_bad)
+        except BaseException:
+            self._buf.length = start
+            raise
+        finally:
+            self._busy = False
+        return 0
+
+    def write_response(self, request_id, value):
+        """Append a RESPONSE frame carrying ``value``."""
+        self._write_frame(RESPONSE, request_id, value)
+
+    def write_error(self, request_id, code, message, details=None):
+        """Append an ERROR frame with payload ``[code, message, details]``."""
+        self._write_frame(ERROR, request_id, (int(code), message, details))
+
+    def write_frame(self, type, request_id=0, value=None):
+        """Append a frame of any type with ``value`` as its payload."""
+        self._write_frame(type, request_id, value)
