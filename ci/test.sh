@@ -12,6 +12,7 @@ VENV=${FASTRPC_VENV:-.venv-ci}
 if [ ! -x "$VENV/bin/python" ]; then
     "$PYTHON" -m venv "$VENV"
 fi
+VENV=$(cd "$VENV" && pwd)
 PY="$VENV/bin/python"
 "$PY" -m pip install -q --upgrade pip
 # Non-editable install: this is what users get, extensions included.
