@@ -43,11 +43,12 @@ from cpython.memoryview cimport PyMemoryView_Check
 from cpython.number cimport PyNumber_Float, PyNumber_Long
 from cpython.object cimport PyObject_IsInstance, PyObject_Str
 from cpython.pyport cimport PY_SSIZE_T_MAX
-from cpython.ref cimport Py_INCREF
+from cpython.object cimport PyObject
+from cpython.ref cimport Py_DECREF, Py_INCREF
 from cpython.tuple cimport PyTuple_CheckExact, PyTuple_GET_SIZE
-from cpython.unicode cimport PyUnicode_CheckExact
+from cpython.unicode cimport PyUnicode_1BYTE_DATA, PyUnicode_CheckExact, PyUnicode_GET_LENGTH
 from libc.stdint cimport int8_t, int16_t, int32_t, int64_t, uint16_t, uint32_t, uint64_t
-from libc.string cimport memcpy
+from libc.string cimport memcmp, memcpy
 
 import math
 import struct
@@ -66,6 +67,7 @@ cdef extern from "Python.h":
     # Returns nonzero (1, not -1) with RecursionError set: see _enter().
     int Py_EnterRecursiveCall(const char* where) noexcept
     void Py_LeaveRecursiveCall() noexcept
+    bint PyUnicode_IS_COMPACT_ASCII(object o) noexcept
 
 cdef extern from *:
     """
@@ -85,6 +87,10 @@ cdef enum:
     STACK_BUF_SIZE = 512
     # Encoder._scratch capacity kept between calls.
     SCRATCH_RETAIN = 64 * 1024
+    # Map keys that are short ASCII fixstr go through a small direct-mapped
+    # cache of str objects (repeated keys are neither re-decoded nor
+    # re-hashed); a power of two.
+    KEY_CACHE_SIZE = 512
 
 cdef Py_ssize_t PY_SSIZE_T_MAX_C = PY_SSIZE_T_MAX
 cdef object PY_SSIZE_T_MAX_OBJ = PY_SSIZE_T_MAX
@@ -617,11 +623,24 @@ cdef int _pack(Encoder enc, WBuf* buf, object obj, Py_ssize_t depth) except -1:
     return _pack_other(enc, buf, obj, depth)
 
 
-cdef int _pack_top(Encoder enc, WBuf* buf, object obj) except -1:
-    try:
-        return _pack(enc, buf, obj, 0)
-    except RecursionError:
-        raise EncodeError("value nested too deeply for the Python stack") from None
+# _pack seen as the plain C function it is (-1: exception set), so that
+# _pack_top can look at a failure without a try block on every call.
+ctypedef int (*pack_raw_t)(Encoder, WBuf*, object, Py_ssize_t) noexcept
+
+
+cdef int _pack_failed() except -1:
+    # RecursionError (a max_depth raised past MAX_DEPTH_LIMIT after
+    # construction, or user code) is an EncodeError, as in the pure twin.
+    if PyErr_ExceptionMatches(RecursionError):
+        PyErr_Clear()
+        raise EncodeError("value nested too deeply for the Python stack")
+    return -1
+
+
+cdef inline int _pack_top(Encoder enc, WBuf* buf, object obj) except -1:
+    if (<pack_raw_t>_pack)(enc, buf, obj, 0) < 0:
+        return _pack_failed()
+    return 0
 
 
 cdef bytes _encode_nested(Encoder enc, object obj):
@@ -832,6 +851,43 @@ cdef int _setitem_failed(object key) except -1:
     raise DecodeError(f"unhashable map key of type {type(key).__name__}")
 
 
+cdef list _key_cache = [None] * KEY_CACHE_SIZE
+
+
+cdef object _cached_key(const unsigned char* s, Py_ssize_t n):
+    """str for the n (< 32) bytes at s: the cached object if one with the
+    same bytes is there, else decoded (DecodeError if not UTF-8), and kept
+    when it is ASCII (so its bytes are its data)."""
+    cdef uint32_t h = 2166136261U ^ <uint32_t>n  # FNV-1a
+    cdef Py_ssize_t i
+    for i in range(n):
+        h = (h ^ s[i]) * 16777619U
+    h &= KEY_CACHE_SIZE - 1
+    cached = _key_cache[h]
+    if (cached is not None and PyUnicode_GET_LENGTH(cached) == n
+            and memcmp(PyUnicode_1BYTE_DATA(cached), s, <size_t>n) == 0):
+        return cached
+    key = _decode_utf8(s, n)
+    if PyUnicode_IS_COMPACT_ASCII(key):
+        _key_cache[h] = key
+    return key
+
+
+cdef inline object _unpack_key(Decoder dec, const unsigned char* data, Py_ssize_t* ppos,
+                               Py_ssize_t end, Py_ssize_t depth):
+    # A map key: a fixstr within limits and present in full goes through the
+    # key cache (same value, same checks passed); anything else, _unpack.
+    cdef Py_ssize_t pos = ppos[0]
+    cdef Py_ssize_t n
+    if pos < end and data[pos] >= 0xA0 and data[pos] <= 0xBF:
+        n = data[pos] & 0x1F
+        if n <= dec._max_str_len and n <= end - pos - 1:
+            key = _cached_key(data + pos + 1, n)
+            ppos[0] = pos + 1 + n
+            return key
+    return _unpack(dec, data, ppos, end, depth)
+
+
 cdef int _fill_list(Decoder dec, list out, const unsigned char* data, Py_ssize_t* ppos,
                     Py_ssize_t end, Py_ssize_t n, Py_ssize_t depth) except -1:
     cdef Py_ssize_t i
@@ -846,7 +902,7 @@ cdef int _fill_dict(Decoder dec, dict out, const unsigned char* data, Py_ssize_t
                     Py_ssize_t end, Py_ssize_t n, Py_ssize_t depth) except -1:
     cdef Py_ssize_t i
     for i in range(n):
-        key = _unpack(dec, data, ppos, end, depth)
+        key = _unpack_key(dec, data, ppos, end, depth)
         value = _unpack(dec, data, ppos, end, depth)
         if fr_DictSetItem(out, key, value) < 0:
             _setitem_failed(key)
@@ -901,7 +957,7 @@ cdef object _unpack_map(Decoder dec, const unsigned char* data, Py_ssize_t* ppos
         _fill_guarded(dec, out, data, ppos, end, <Py_ssize_t>n, depth)
         return out
     for i in range(<Py_ssize_t>n):
-        key = _unpack(dec, data, ppos, end, depth)
+        key = _unpack_key(dec, data, ppos, end, depth)
         value = _unpack(dec, data, ppos, end, depth)
         if fr_DictSetItem(out, key, value) < 0:
             _setitem_failed(key)
@@ -1012,6 +1068,22 @@ cdef object _unpack(Decoder dec, const unsigned char* data, Py_ssize_t* ppos,
         return _unpack_ext(dec, data, ppos, pos + 2, end, load_be16(p))
     else:  # 0xC9, the last one left
         return _unpack_ext(dec, data, ppos, pos + 4, end, load_be32(p))
+
+
+# _unpack seen as the plain C function it is (NULL: exception set), so that
+# decode_ptr can look at a failure without a try block on every call.
+ctypedef PyObject* (*unpack_raw_t)(Decoder, const unsigned char*, Py_ssize_t*, Py_ssize_t,
+                                   Py_ssize_t) noexcept
+
+
+cdef int _unpack_failed() except -1:
+    # _unpack failed: RecursionError (only possible with a max_depth raised
+    # past MAX_DEPTH_LIMIT after construction, or from user code) is a
+    # DecodeError, as in the pure twin; anything else propagates as is.
+    if PyErr_ExceptionMatches(RecursionError):
+        PyErr_Clear()
+        raise DecodeError("value nested too deeply for the Python stack")
+    return -1
 
 
 cdef object _decode_buffer(Decoder dec, object data):
@@ -1142,10 +1214,11 @@ cdef class Decoder:
         cdef Py_ssize_t pos = 0
         if length <= 0:
             raise DecodeError("empty input: expected a msgpack value")
-        try:
-            obj = _unpack(self, data, &pos, length, 0)
-        except RecursionError:
-            raise DecodeError("value nested too deeply for the Python stack") from None
+        cdef PyObject* r = (<unpack_raw_t>_unpack)(self, data, &pos, length, 0)
+        if r == NULL:
+            _unpack_failed()
+        obj = <object>r
+        Py_DECREF(obj)  # <object> took a new reference; r's is now obj's
         if FASTRPC_DEBUG:
             assert 0 < pos <= length, "decoder read past its input"
         if pos != length:

@@ -53,6 +53,16 @@ cdef class Frame:
     cdef readonly object error
 
 
+# Memory a partial frame's body is assembled in.  A refcounted object that
+# exports its memory (buffer protocol), so the view get_buffer() hands out
+# for in-place receiving keeps it alive even after the parser moves on.
+cdef class _RecvChunk:
+    cdef char* data
+    cdef Py_ssize_t size
+    cdef Py_ssize_t _shape[1]
+    cdef Py_ssize_t _strides[1]
+
+
 # FrameParser states (derived from the fields below, no separate variable):
 #
 #   PREFACE --8 good bytes--> FRAMES <-----------------------------+
@@ -64,6 +74,8 @@ cdef class Frame:
 #                              v _body sized once = frame - 12      |
 #                   partial body (_plen >= 12, rest in _body) ------+
 #                                                    frame complete
+#   (get_buffer() on a partial body of >= IN_PLACE_MIN bytes hands out the
+#   rest of _body itself; buffer_updated() then only advances _plen)
 #   any state --FrameError--> BROKEN (_error set; every feed raises)
 
 cdef class FrameParser:
@@ -78,17 +90,27 @@ cdef class FrameParser:
     cdef unsigned char _head[12]        # header of the partial frame
     cdef Py_ssize_t _plen               # bytes of the partial frame held
     cdef uint64_t _frame_size           # its total size, once the header is known
-    cdef char* _body                    # its body (frame - header), malloc'd
-    cdef Py_ssize_t _body_cap
+    cdef _RecvChunk _body_chunk         # owns the body storage (or None)
+    cdef char* _body                    # _body_chunk.data: the body (frame - header)
+    cdef Py_ssize_t _body_cap           # _body_chunk.size
     cdef object _error                  # the FrameError that broke the parser
     cdef bint _busy                     # inside feed() (re-entrancy guard)
+    cdef int _recv_kind                 # what get_buffer() handed out (RECV_*)
+    cdef object _recv_view              # that memoryview (None: nothing pending)
+    cdef object _recv_obj               # its exporter (scratch bytearray or _RecvChunk)
+    cdef Py_ssize_t _recv_plen          # _plen when an in-place view was handed out
 
+    cdef list _run(self, const unsigned char* data, Py_ssize_t end, Py_ssize_t in_place)
+    cdef int _complete_partial(self, list frames) except -1
+    cdef int _detach_body(self) except -1
     cdef int _feed(self, const unsigned char* data, Py_ssize_t end, list frames) except -1
     cdef Py_ssize_t _take_preface(self, const unsigned char* data, Py_ssize_t end) except -1
     cdef uint64_t _check_length(self, const unsigned char* p) except 0
     cdef uint64_t _check_header(self, const unsigned char* p) except 0
     cdef int _ensure_body(self, uint64_t need) except -1
     cdef Frame _parse(self, const unsigned char* head, const unsigned char* body, Py_ssize_t blen)
+    cdef Py_ssize_t _parse_fields(self, Frame frame, unsigned int flags, const unsigned char* body,
+                                  Py_ssize_t blen) except -1
     cdef object _decode(self, const unsigned char* data, Py_ssize_t length)
 
 

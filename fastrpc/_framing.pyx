@@ -13,7 +13,14 @@ afterwards.
 
 cimport cython
 from cpython.dict cimport PyDict_CheckExact
-from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
+from cpython.buffer cimport (
+    PyBUF_FORMAT,
+    PyBUF_ND,
+    PyBUF_SIMPLE,
+    PyBUF_STRIDES,
+    PyBuffer_Release,
+    PyObject_GetBuffer,
+)
 from cpython.bytearray cimport PyByteArray_CheckExact
 from cpython.bytes cimport (
     PyBytes_AS_STRING,
@@ -56,6 +63,7 @@ from fastrpc._codec cimport (
 import copy
 import math
 import struct
+import threading
 
 from . import _wire as W
 from .errors import (
@@ -92,6 +100,20 @@ cdef enum:
     RETAIN_BODY = 1024 * 1024
     # FrameWriter keeps at most this much capacity after take()/clear().
     RETAIN_WRITE = 256 * 1024
+    # get_buffer() hands out a partial frame's own storage when at least
+    # this much of its body is still to come (smaller rests: scratch buffer).
+    IN_PLACE_MIN = 64 * 1024
+    # What FrameParser.get_buffer() handed out.
+    RECV_NONE = 0
+    RECV_SCRATCH = 1     # the thread's scratch bytearray
+    RECV_BODY = 2        # the rest of the partial frame's body, in place
+
+#: size of the per-thread receive buffer get_buffer() hands out (as the
+#: pure twin's)
+RECV_BUFFER_SIZE = 256 * 1024
+# One scratch buffer per thread, not per connection: buffer_updated() copies
+# what it keeps, so idle connections hold no receive memory at all.
+cdef object _local = threading.local()
 
 cdef uint64_t MAX_DEADLINE_US = 0xFFFFFFFFFFFFFFFFULL
 cdef bytes PREFACE = W.PREFACE
@@ -112,6 +134,49 @@ cdef object _check_frame_size_arg(object value):
     if not HEADER_SIZE <= value <= MAX_FRAME_SIZE_LIMIT:
         raise ValueError(f"max_frame_size must be in {HEADER_SIZE}..{MAX_FRAME_SIZE_LIMIT}")
     return value
+
+
+# --------------------------------------------------------------------------
+# Receive memory
+
+
+cdef char* _FORMAT_B = b"B"
+
+
+@cython.final
+cdef class _RecvChunk:
+    """``size`` bytes of malloc'd memory, exported writable through the
+    buffer protocol (the parser reads and writes it through ``data``)."""
+
+    def __cinit__(self, Py_ssize_t size):
+        self.data = <char*>malloc(<size_t>size if size > 0 else 1)
+        if self.data == NULL:
+            raise MemoryError(f"cannot buffer a frame body of {size} bytes")
+        self.size = size
+
+    def __dealloc__(self):
+        free(self.data)
+        self.data = NULL
+
+    def __getbuffer__(self, Py_buffer* view, int flags):
+        self._shape[0] = self.size
+        self._strides[0] = 1
+        view.buf = self.data
+        view.obj = self
+        view.len = self.size
+        view.readonly = 0
+        view.itemsize = 1
+        view.format = NULL
+        if flags & PyBUF_FORMAT:
+            view.format = _FORMAT_B
+        view.ndim = 1
+        view.shape = self._shape if flags & PyBUF_ND else NULL
+        view.strides = self._strides if flags & PyBUF_STRIDES else NULL
+        view.suboffsets = NULL
+        view.internal = NULL
+
+    def __releasebuffer__(self, Py_buffer* view):
+        pass
 
 
 # --------------------------------------------------------------------------
@@ -193,10 +258,7 @@ cdef class FrameParser:
         self._body_cap = 0
         self._max_frame_size = W.DEFAULT_MAX_FRAME_SIZE
         self._max_frame_size_obj = DEFAULT_MAX_FRAME_SIZE
-
-    def __dealloc__(self):
-        free(self._body)
-        self._body = NULL
+        self._recv_kind = RECV_NONE
 
     def __init__(self, *, max_frame_size=DEFAULT_MAX_FRAME_SIZE, expect_preface=True, decoder=None):
         self.max_frame_size = max_frame_size
@@ -245,11 +307,14 @@ cdef class FrameParser:
         cdef bint have_view = False
         cdef const unsigned char* ptr
         cdef Py_ssize_t n
-        cdef list frames
         if self._error is not None:
             raise self._again()
         if self._busy:
             raise RuntimeError("FrameParser.feed() called while it is running (from a decoder hook)")
+        if self._recv_kind == RECV_BODY:
+            # An in-place view is out (get_buffer() without buffer_updated()
+            # yet): keep what it will hold apart from what this call stores.
+            self._detach_body()
         if not PyBytes_CheckExact(data):
             if PyByteArray_CheckExact(data) or PyMemoryView_Check(data):
                 try:
@@ -265,10 +330,25 @@ cdef class FrameParser:
         else:
             ptr = <const unsigned char*>PyBytes_AS_STRING(data)
             n = PyBytes_GET_SIZE(data)
-        frames = []
+        try:
+            return self._run(ptr, n, 0)
+        finally:
+            if have_view:
+                PyBuffer_Release(&view)
+
+    cdef list _run(self, const unsigned char* data, Py_ssize_t end, Py_ssize_t in_place):
+        """feed() of data[0:end], or (in_place > 0) of the in_place bytes
+        just received into the partial frame's body; the FrameError
+        bookkeeping of feed()."""
+        cdef list frames = []
         self._busy = True
         try:
-            self._feed(ptr, n, frames)
+            if in_place:
+                self._plen += in_place
+                if <uint64_t>self._plen == self._frame_size:
+                    self._complete_partial(frames)
+            else:
+                self._feed(data, end, frames)
         except FrameError as exc:
             exc.frames = frames
             self._error = exc
@@ -277,9 +357,72 @@ cdef class FrameParser:
             raise
         finally:
             self._busy = False
-            if have_view:
-                PyBuffer_Release(&view)
         return frames
+
+    def get_buffer(self, sizehint=-1):
+        """Writable memory for the next read (``asyncio.BufferedProtocol``).
+
+        Read into it, then call :meth:`buffer_updated` with the byte count
+        before calling this again.  While a frame of which at least 64 KiB
+        are still missing is being received, this is the rest of that
+        frame's own storage, so the frame is received in place; otherwise a
+        per-thread scratch buffer.
+        """
+        cdef Py_ssize_t rest
+        cdef Py_ssize_t offset
+        if (self._plen >= HEADER_SIZE and self._error is None and not self._busy
+                and self._body_chunk is not None
+                and <uint64_t>self._body_cap >= self._frame_size - HEADER_SIZE
+                and self._frame_size - <uint64_t>self._plen >= IN_PLACE_MIN):
+            offset = self._plen - HEADER_SIZE
+            rest = <Py_ssize_t>(self._frame_size - <uint64_t>self._plen)
+            view = memoryview(self._body_chunk)[offset:offset + rest]
+            self._recv_kind = RECV_BODY
+            self._recv_obj = self._body_chunk
+            self._recv_plen = self._plen
+        else:
+            scratch = getattr(_local, "scratch", None)
+            if scratch is None:
+                scratch = _local.scratch = bytearray(RECV_BUFFER_SIZE)
+            view = memoryview(scratch)
+            self._recv_kind = RECV_SCRATCH
+            self._recv_obj = scratch
+        self._recv_view = view
+        return view
+
+    def buffer_updated(self, nbytes):
+        """Parse the ``nbytes`` just read into :meth:`get_buffer`'s memory;
+        results and errors as for :meth:`feed`."""
+        cdef int kind = self._recv_kind
+        cdef Py_ssize_t n
+        cdef Py_buffer buf
+        view = self._recv_view
+        obj = self._recv_obj
+        if view is None or not 0 <= nbytes <= len(view):
+            raise ValueError("buffer_updated() without a matching get_buffer()")
+        n = nbytes
+        self._recv_view = None
+        self._recv_obj = None
+        self._recv_kind = RECV_NONE
+        if self._error is not None:
+            raise self._again()
+        if self._busy:
+            raise RuntimeError("FrameParser.buffer_updated() called while the parser is running")
+        if kind == RECV_BODY:
+            if obj is self._body_chunk and self._recv_plen == self._plen:
+                if n == 0:
+                    return []
+                return self._run(NULL, 0, n)  # already in place
+            return self.feed(bytes(view[:n]))  # the parser moved on meanwhile
+        # The thread's scratch bytearray: parse straight from it, holding an
+        # export meanwhile so that nothing can resize it.
+        PyObject_GetBuffer(obj, &buf, PyBUF_SIMPLE)
+        try:
+            if n > buf.len:
+                raise ValueError("buffer_updated() without a matching get_buffer()")
+            return self._run(<const unsigned char*>buf.buf, n, 0)
+        finally:
+            PyBuffer_Release(&buf)
 
     def _again(self):
         # The same error again (class, message, attributes such as
@@ -334,14 +477,7 @@ cdef class FrameParser:
                 pos += take
             if <uint64_t>self._plen < self._frame_size:
                 return 0
-            frames.append(self._parse(self._head, <const unsigned char*>self._body,
-                                      self._plen - HEADER_SIZE))
-            self._plen = 0
-            self._frame_size = 0
-            if self._body_cap > RETAIN_BODY:
-                free(self._body)
-                self._body = NULL
-                self._body_cap = 0
+            self._complete_partial(frames)
         # Whole frames straight from the chunk, no copy of the chunk.
         while end - pos >= HEADER_SIZE:
             p = data + pos
@@ -372,6 +508,33 @@ cdef class FrameParser:
             assert self._plen == 0 or self._plen < HEADER_SIZE or (
                 <uint64_t>self._plen < self._frame_size
                 and <uint64_t>self._body_cap >= self._frame_size - HEADER_SIZE), "partial frame state"
+        return 0
+
+    cdef int _complete_partial(self, list frames) except -1:
+        # The partial frame is complete (_plen == _frame_size): parse it.
+        frames.append(self._parse(self._head, <const unsigned char*>self._body,
+                                  self._plen - HEADER_SIZE))
+        self._plen = 0
+        self._frame_size = 0
+        if self._body_cap > RETAIN_BODY:
+            self._body_chunk = None  # freed once no view of it is left
+            self._body = NULL
+            self._body_cap = 0
+        return 0
+
+    cdef int _detach_body(self) except -1:
+        # feed() while an in-place view of _body is out: continue in a copy,
+        # so the view's memory is left to the buffer_updated() still to come.
+        cdef _RecvChunk chunk
+        cdef Py_ssize_t have
+        if self._body_chunk is None or self._recv_obj is not self._body_chunk:
+            return 0  # nothing to keep apart (or done already)
+        chunk = _RecvChunk(self._body_cap)
+        have = self._plen - HEADER_SIZE
+        if have > 0:
+            memcpy(chunk.data, self._body, <size_t>have)
+        self._body_chunk = chunk
+        self._body = chunk.data
         return 0
 
     cdef Py_ssize_t _take_preface(self, const unsigned char* data, Py_ssize_t end) except -1:
@@ -428,18 +591,20 @@ cdef class FrameParser:
     cdef int _ensure_body(self, uint64_t need) except -1:
         """Room for a partial frame's body of ``need`` bytes (the one
         allocation for that frame)."""
-        cdef size_t cap
-        if self._body != NULL and need <= <uint64_t>self._body_cap:
+        cdef _RecvChunk chunk
+        if self._body_chunk is not None and need <= <uint64_t>self._body_cap:
             return 0
         if need > <uint64_t>PY_SSIZE_T_MAX:
             raise MemoryError(f"cannot buffer a frame body of {need} bytes")
-        cap = <size_t>need if need > 256 else 256
-        free(self._body)
+        # Dropping the old chunk frees it, unless a view handed out by
+        # get_buffer() still holds it.
+        self._body_chunk = None
+        self._body = NULL
         self._body_cap = 0
-        self._body = <char*>malloc(cap)
-        if self._body == NULL:
-            raise MemoryError(f"cannot buffer a frame body of {need} bytes")
-        self._body_cap = <Py_ssize_t>cap
+        chunk = _RecvChunk(<Py_ssize_t>need if need > 256 else 256)
+        self._body_chunk = chunk
+        self._body = chunk.data
+        self._body_cap = chunk.size
         return 0
 
     cdef object _decode(self, const unsigned char* data, Py_ssize_t length):
@@ -452,16 +617,32 @@ cdef class FrameParser:
         return decoder.decode_range(PyBytes_FromStringAndSize(<const char*>data, length), 0, length)
 
     cdef Frame _parse(self, const unsigned char* head, const unsigned char* body, Py_ssize_t blen):
-        """Frame from a checked 12-byte header and its ``blen``-byte body."""
+        """Frame from a checked 12-byte header and its ``blen``-byte body.
+
+        Fields are written straight into the new Frame (its slots start as
+        None), and only those that are not None: this path runs once per
+        frame, and every needless None refcount update costs."""
+        cdef Py_ssize_t pos = 0
+        cdef unsigned int flags = head[5]
+        cdef Frame frame = Frame.__new__(Frame)
+        frame.type = PyLong_FromLong(head[4])
+        frame.flags = PyLong_FromLong(flags)
+        frame.method = PyLong_FromLong(load_be16(head + 6))
+        frame.request_id = PyLong_FromUnsignedLong(load_be32(head + 8))
+        if flags:
+            pos = self._parse_fields(frame, flags, body, blen)
+        if pos < blen and frame.error is None:
+            try:
+                frame.value = self._decode(body + pos, blen - pos)
+            except DecodeError as exc:
+                frame.error = exc
+        return frame
+
+    cdef Py_ssize_t _parse_fields(self, Frame frame, unsigned int flags, const unsigned char* body,
+                                  Py_ssize_t blen) except -1:
+        """The optional fields named by ``flags``; returns the payload offset."""
         cdef Py_ssize_t pos = 0
         cdef Py_ssize_t n
-        cdef unsigned int flags = head[5]
-        cdef Frame frame
-        name = None
-        deadline = None
-        metadata = None
-        value = None
-        error = None
         if flags & FLAG_METHOD_NAME:
             if blen - pos < 2:
                 raise TruncatedFrame("frame ends inside the method name length")
@@ -469,12 +650,12 @@ cdef class FrameParser:
             pos += 2
             if blen - pos < n:
                 raise TruncatedFrame("frame ends inside the method name")
-            name = _decode_name(body + pos, n)
+            frame.name = _decode_name(body + pos, n)
             pos += n
         if flags & FLAG_DEADLINE:
             if blen - pos < 8:
                 raise TruncatedFrame("frame ends inside the deadline")
-            deadline = PyLong_FromUnsignedLongLong(load_be64(body + pos))
+            frame.deadline = PyLong_FromUnsignedLongLong(load_be64(body + pos))
             pos += 8
         if flags & FLAG_METADATA:
             if blen - pos < 4:
@@ -486,27 +667,12 @@ cdef class FrameParser:
             try:
                 metadata = self._decode(body + pos, n)
                 if type(metadata) is not dict:
-                    metadata = None
                     raise DecodeError("metadata is not a map")
+                frame.metadata = metadata
             except DecodeError as exc:
-                error = exc
+                frame.error = exc
             pos += n
-        if pos < blen and error is None:
-            try:
-                value = self._decode(body + pos, blen - pos)
-            except DecodeError as exc:
-                error = exc
-        frame = Frame.__new__(Frame)
-        frame.type = PyLong_FromLong(head[4])
-        frame.flags = PyLong_FromLong(flags)
-        frame.method = PyLong_FromLong(load_be16(head + 6))
-        frame.name = name
-        frame.request_id = PyLong_FromUnsignedLong(load_be32(head + 8))
-        frame.deadline = deadline
-        frame.metadata = metadata
-        frame.value = value
-        frame.error = error
-        return frame
+        return pos
 
 
 # --------------------------------------------------------------------------

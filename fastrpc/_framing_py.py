@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import struct
+import threading
 from typing import Any, List, Optional, Tuple, Union
 
 from . import _wire as W
@@ -34,6 +35,12 @@ _unpack_Q = struct.Struct(">Q").unpack_from
 _pack_H = struct.Struct(">H").pack
 _pack_I = struct.Struct(">I").pack
 _pack_Q = struct.Struct(">Q").pack
+
+#: size of the per-thread receive buffer get_buffer() hands out
+RECV_BUFFER_SIZE = 256 * 1024
+# One scratch buffer per thread, not per connection: buffer_updated() copies
+# what it keeps, so idle connections hold no receive memory at all.
+_local = threading.local()
 
 _HEADER_SIZE = W.HEADER_SIZE
 _ZERO_HEADER = bytes(_HEADER_SIZE)
@@ -127,6 +134,7 @@ class FrameParser:
         self._buf = bytearray()  # the one partial frame (or partial header)
         self._frame_size = 0  # total size of the partial frame, once known
         self._error: Optional[FrameError] = None
+        self._recv_view: Optional[memoryview] = None
 
     @property
     def buffered(self) -> int:
@@ -162,6 +170,29 @@ class FrameParser:
         err = copy.copy(self._error)
         err.frames = []
         return err
+
+    def get_buffer(self, sizehint: int = -1) -> memoryview:
+        """Writable memory for the next read (``asyncio.BufferedProtocol``).
+
+        Read into it, then call :meth:`buffer_updated` with the byte count
+        before calling this again.  (The compiled parser hands out the
+        partial frame's own storage for large frames, so they are received
+        in place; this twin reads into a per-thread scratch buffer.)
+        """
+        scratch = getattr(_local, "scratch", None)
+        if scratch is None:
+            scratch = _local.scratch = memoryview(bytearray(RECV_BUFFER_SIZE))
+        self._recv_view = scratch
+        return scratch
+
+    def buffer_updated(self, nbytes: int) -> List[Frame]:
+        """Parse the ``nbytes`` just read into :meth:`get_buffer`'s memory;
+        results and errors as for :meth:`feed`."""
+        view = self._recv_view
+        if view is None or not 0 <= nbytes <= len(view):
+            raise ValueError("buffer_updated() without a matching get_buffer()")
+        self._recv_view = None
+        return self.feed(bytes(view[:nbytes]))
 
     def feed_eof(self) -> None:
         """Signal the end of the stream; raises :class:`TruncatedFrame` if a

@@ -48,7 +48,6 @@ from .protocol import (
 __all__ = ["AsyncClient", "Client", "connect", "Backoff"]
 
 _UNSET: Any = object()
-_RECV_SIZE = 256 * 1024
 
 
 class Backoff:
@@ -328,10 +327,6 @@ class _SyncConnection:
         self.handshake_done = False
         self.reader: Optional[threading.Thread] = None
         self._timeout_mode: Optional[float] = None
-        # One receive buffer for the life of the connection: recv() of a
-        # fresh 256 KiB bytes object per call costs an mmap/munmap pair.
-        self._rbuf = bytearray(_RECV_SIZE)
-        self._rview = memoryview(self._rbuf)
         if address.kind == "unix":
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             target: Any = address.path
@@ -471,8 +466,12 @@ class _SyncConnection:
             self._set_timeout(timeout)
         else:
             self._set_timeout(None)
+        # Read straight into the parser's memory (a large frame lands in
+        # place); recv() of a fresh bytes object per call would also cost an
+        # allocation, and an mmap/munmap pair for big reads.
+        buf = self.parser.get_buffer(-1)
         try:
-            n = self.sock.recv_into(self._rbuf)
+            n = self.sock.recv_into(buf)
         except socket.timeout:
             if handshake:
                 raise Unavailable(f"no handshake from {self.address} in time") from None
@@ -485,9 +484,7 @@ class _SyncConnection:
             return True
         error = None
         try:
-            # The parser copies what it keeps (a partial frame), so the
-            # buffer can be reused for the next read.
-            frames = self.parser.feed(self._rview[:n])
+            frames = self.parser.buffer_updated(n)
         except FrameError as exc:
             frames = exc.frames
             error = exc

@@ -59,8 +59,14 @@ def set_nodelay(transport: asyncio.BaseTransport) -> None:
             pass
 
 
-class BaseProtocol(asyncio.Protocol):
-    """Transport, parser, writer and write coalescing for one connection."""
+class BaseProtocol(asyncio.BufferedProtocol):
+    """Transport, parser, writer and write coalescing for one connection.
+
+    A ``BufferedProtocol``: the transport reads straight into memory the
+    parser hands out (``get_buffer``), so a large frame is received in place
+    instead of arriving as chunk objects that are then copied together.
+    Subclasses handle the parsed frames in ``_received``.
+    """
 
     def __init__(
         self,
@@ -86,6 +92,29 @@ class BaseProtocol(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = transport  # type: ignore[assignment]
         set_nodelay(transport)
+
+    def get_buffer(self, sizehint: int) -> Any:
+        return self._parser.get_buffer(sizehint)
+
+    def buffer_updated(self, nbytes: int) -> None:
+        try:
+            frames = self._parser.buffer_updated(nbytes)
+        except FrameError as exc:
+            self._received(exc.frames, exc)
+        else:
+            self._received(frames, None)
+
+    def data_received(self, data: bytes) -> None:
+        # For transports that do not support BufferedProtocol.
+        try:
+            frames = self._parser.feed(data)
+        except FrameError as exc:
+            self._received(exc.frames, exc)
+        else:
+            self._received(frames, None)
+
+    def _received(self, frames: Any, error: Optional[BaseException]) -> None:
+        raise NotImplementedError
 
     def pause_writing(self) -> None:
         self._write_paused = True
@@ -231,16 +260,10 @@ class ClientProtocol(BaseProtocol):
             self._schedule_flush()
         self._keepalive_timer = self._loop.call_later(interval / 2, self._keepalive)
 
-    def data_received(self, data: bytes) -> None:
+    def _received(self, frames: Any, error: Optional[BaseException]) -> None:
         if self._keepalive_timer is not None:
             self._last_seen = self._loop.time()
             self._ping_sent = False
-        error = None
-        try:
-            frames = self._parser.feed(data)
-        except FrameError as exc:
-            frames = exc.frames
-            error = exc
         pending = self._pending
         for f in frames:
             t = f.type

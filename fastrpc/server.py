@@ -350,15 +350,9 @@ class ServerConnection(BaseProtocol):
 
     # -- input ------------------------------------------------------------------
 
-    def data_received(self, data: bytes) -> None:
+    def _received(self, frames: List[Any], error: Optional[BaseException]) -> None:
         self._last_seen = self._loop.time()
         self._ping_sent = False
-        error = None
-        try:
-            frames = self._parser.feed(data)
-        except FrameError as exc:
-            frames = exc.frames
-            error = exc
         if self._backlog is not None:
             # Still working through an earlier batch: keep the order.
             self._backlog.extend(frames)
