@@ -392,8 +392,16 @@ class ClientProtocol(BaseProtocol):
         self._writer.write_request(rid, self.methods.get(method, method), args, kwargs, deadline=deadline, metadata=metadata)
         loop = self._loop
         fut = loop.create_future()
-        self._pending[rid] = fut
-        self._schedule_flush()
+        pending = self._pending
+        if not pending and self._flush_handle is None:
+            # Nothing in flight: a sequential caller.  Send now rather than
+            # one loop iteration later; with calls in flight, writes made in
+            # the same tick are coalesced into one.
+            pending[rid] = fut
+            self._flush()
+        else:
+            pending[rid] = fut
+            self._schedule_flush()
         if self._write_paused:
             await self.drain()
         if timeout is None:
