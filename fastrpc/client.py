@@ -78,10 +78,13 @@ class Backoff:
         self.failures = 0
 
 
-class _AsyncProxy:
+class _Proxy:
+    """``proxy.method(*args)`` calls ``"<service>.method"`` through any client
+    (sync or async: it returns what the client's ``call`` returns)."""
+
     __slots__ = ("_client", "_service")
 
-    def __init__(self, client: "AsyncClient", service: str) -> None:
+    def __init__(self, client: Any, service: str) -> None:
         self._client = client
         self._service = service
 
@@ -278,7 +281,7 @@ class AsyncClient:
     def proxy(self, service: str) -> Any:
         """An object whose attributes call ``service``'s methods:
         ``await client.proxy("Arith").multiply(7, 8)``."""
-        return _AsyncProxy(self, service)
+        return _Proxy(self, service)
 
 
 async def connect(address: Union[str, Address], **options: Any) -> AsyncClient:
@@ -623,19 +626,6 @@ class _SyncConnection:
             self.broken("client closed")
 
 
-class _SyncProxy:
-    __slots__ = ("_client", "_service")
-
-    def __init__(self, client: "Client", service: str) -> None:
-        self._client = client
-        self._service = service
-
-    def __getattr__(self, name: str) -> Callable[..., Any]:
-        if name.startswith("_"):
-            raise AttributeError(name)
-        return functools.partial(self._client.call, f"{self._service}.{name}")
-
-
 class Client:
     """The synchronous client: ``Client("127.0.0.1:1234").call("Arith.multiply", 7, 8)``.
 
@@ -744,7 +734,7 @@ class Client:
 
     def proxy(self, service: str) -> Any:
         """``client.proxy("Arith").multiply(7, 8)``."""
-        return _SyncProxy(self, service)
+        return _Proxy(self, service)
 
     def close(self) -> None:
         """Close the connection; calls in flight fail with UNAVAILABLE."""

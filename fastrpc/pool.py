@@ -13,7 +13,7 @@ from typing import Any, List, Optional, Sequence, Union
 
 from . import _wire as W
 from ._address import Address
-from .client import _UNSET, AsyncClient, Backoff, _AsyncProxy
+from .client import _UNSET, AsyncClient, Backoff, _Proxy
 from .errors import Unavailable
 
 __all__ = ["Pool"]
@@ -133,7 +133,7 @@ class Pool:
 
     def proxy(self, service: str) -> Any:
         """``await pool.proxy("Arith").multiply(7, 8)``."""
-        return _AsyncProxy(self, service)  # type: ignore[arg-type]
+        return _Proxy(self, service)
 
     async def close(self) -> None:
         """Stop reconnecting and close every connection."""
