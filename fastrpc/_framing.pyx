@@ -18,6 +18,7 @@ from cpython.buffer cimport (
     PyBUF_ND,
     PyBUF_SIMPLE,
     PyBUF_STRIDES,
+    PyBuffer_FillInfo,
     PyBuffer_Release,
     PyObject_GetBuffer,
 )
@@ -100,6 +101,8 @@ cdef enum:
     RETAIN_BODY = 1024 * 1024
     # FrameWriter keeps at most this much capacity after take()/clear().
     RETAIN_WRITE = 256 * 1024
+    # take_buffer() hands over (instead of copying) batches this large.
+    ZERO_COPY_MIN = 64 * 1024
     # get_buffer() hands out a partial frame's own storage when at least
     # this much of its body is still to come (smaller rests: scratch buffer).
     IN_PLACE_MIN = 64 * 1024
@@ -798,6 +801,27 @@ cdef int _raise_arg(int bad, str fmt) except -1:
 # FrameWriter
 
 
+cdef class _SentBuffer:
+    """Frames handed over by FrameWriter.take_buffer(): owns the memory and
+    frees it when the last reference (the transport's) goes."""
+
+    cdef char* data
+    cdef Py_ssize_t length
+
+    def __dealloc__(self):
+        free(self.data)
+        self.data = NULL
+
+    def __getbuffer__(self, Py_buffer* view, int flags):
+        PyBuffer_FillInfo(view, self, self.data, self.length, 1, flags)
+
+    def __releasebuffer__(self, Py_buffer* view):
+        pass
+
+    def __len__(self):
+        return self.length
+
+
 cdef class FrameWriter:
     """Builds frames into one growing buffer.
 
@@ -862,6 +886,24 @@ cdef class FrameWriter:
         if self._buf.capacity > RETAIN_WRITE:
             wbuf_release(&self._buf)
         return out
+
+    def take_buffer(self):
+        """Like :meth:`take`, for ``transport.write``: a batch of at least
+        64 KiB is handed over without a copy, as a read-only memoryview of
+        the writer's own memory (the writer starts a new buffer), so a large
+        payload is copied once on the way out (into the frame), not twice.
+        """
+        cdef _SentBuffer out
+        self._check_idle()
+        if self._buf.length < ZERO_COPY_MIN or self._buf.data == NULL or self._buf.data == self._buf.fixed:
+            return self.take()
+        out = _SentBuffer.__new__(_SentBuffer)
+        out.data = self._buf.data
+        out.length = self._buf.length
+        self._buf.data = NULL
+        self._buf.length = 0
+        self._buf.capacity = 0
+        return memoryview(out)
 
     def clear(self):
         """Drop everything written so far."""

@@ -378,6 +378,11 @@ class FrameWriter:
         self._buf = bytearray()
         return out
 
+    def take_buffer(self) -> Any:
+        """Like :meth:`take`, for ``transport.write`` (the compiled writer
+        hands large batches over without a copy; here it is :meth:`take`)."""
+        return self.take()
+
     def clear(self) -> None:
         """Drop everything written so far."""
         self._buf = bytearray()

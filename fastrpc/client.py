@@ -380,7 +380,7 @@ class _SyncConnection:
             if future is not None:
                 self.go_pending += 1
             try:
-                self.sock.sendall(self.writer.take())
+                self.sock.sendall(self.writer.take_buffer())
             except OSError as exc:
                 self.broken(f"connection lost while sending: {exc}")
         return rid, slot
@@ -392,7 +392,7 @@ class _SyncConnection:
             if not self.alive:
                 return
             self.writer.write_frame(mtype, rid, value)
-            self.sock.sendall(self.writer.take())
+            self.sock.sendall(self.writer.take_buffer())
         except OSError as exc:
             self.broken(f"connection lost while sending: {exc}")
         finally:
@@ -404,7 +404,7 @@ class _SyncConnection:
                 raise Unavailable(self.lost_reason or "connection is closed")
             self.writer.write_request(0, self.methods.get(method, method), args, kwargs, metadata=metadata, notify=True)
             try:
-                self.sock.sendall(self.writer.take())
+                self.sock.sendall(self.writer.take_buffer())
             except OSError as exc:
                 self.broken(f"connection lost while sending: {exc}")
 
@@ -616,7 +616,7 @@ class _SyncConnection:
             try:
                 with self.send_lock:
                     self.writer.write_frame(GOAWAY, 0, (0, "client closing"))
-                    self.sock.sendall(self.writer.take())
+                    self.sock.sendall(self.writer.take_buffer())
             except OSError:
                 pass
             try:

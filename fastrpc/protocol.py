@@ -144,7 +144,7 @@ class BaseProtocol(asyncio.BufferedProtocol):
         self._flush_handle = None
         transport = self._transport
         if transport is not None and len(self._writer):
-            transport.write(self._writer.take())
+            transport.write(self._writer.take_buffer())
 
     def _schedule_flush(self) -> None:
         if self._flush_handle is None:
