@@ -875,3 +875,23 @@ def test_cross_parse_identical(impl_pair, data, cuts):
     c, py = impl_pair
     for chunks in ([data], split(data, cuts)):
         assert outcome(c.FrameParser(), chunks, py.packb) == outcome(py.FrameParser(), chunks, py.packb)
+
+
+@pytest.mark.parametrize("size", [0, 100, 64 * 1024, 300_000])
+def test_take_buffer_gives_the_same_bytes_as_take(impl, size):
+    """take_buffer() (the transport's path) hands out exactly the bytes
+    take() would, leaves the writer empty and reusable, and what it handed
+    out stays valid after the writer writes again."""
+    a, b = impl.FrameWriter(), impl.FrameWriter()
+    for w in (a, b):
+        w.write_response(1, b"p" * size)
+        w.write_request(2, "S.m", [1, 2])
+    expected = a.take()
+    got = b.take_buffer()
+    assert bytes(got) == expected
+    assert len(b) == 0
+    b.write_response(3, b"q" * size)  # reuses or replaces the writer's memory
+    assert bytes(got) == expected
+    frames = impl.FrameParser(expect_preface=False).feed(bytes(got) + b.take_buffer())
+    assert [f.request_id for f in frames] == [1, 2, 3]
+    assert frames[0].value == b"p" * size and frames[2].value == b"q" * size
