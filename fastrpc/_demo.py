@@ -26,6 +26,10 @@ import time
 from typing import Any, Dict, List, Optional
 
 INFLIGHT = 64
+# Children run from the folder that holds the fastrpc package this process
+# imported (``python -m`` puts the working directory first on sys.path), so
+# they run the same build: the installed one, not a source checkout's.
+_PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 class Arith:
@@ -105,6 +109,7 @@ class _Child:
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             env=env,
+            cwd=_PACKAGE_ROOT,
         )
         line = self.proc.stdout.readline().decode().strip() if self.proc.stdout else ""
         if not line:
@@ -363,7 +368,9 @@ def demo(duration: float = 1.0, impls: Optional[List[str]] = None, json_path: Op
             cmd = [sys.executable, "-m", "fastrpc._demo", "measure", server.address, "--duration", str(duration)]
             if use_uvloop:
                 cmd.append("--uvloop")
-            out = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, check=True, timeout=60 + 10 * duration)
+            out = subprocess.run(
+                cmd, env=env, stdout=subprocess.PIPE, check=True, timeout=60 + 10 * duration, cwd=_PACKAGE_ROOT
+            )
             rows.extend(json.loads(out.stdout))
         finally:
             server.stop()
