@@ -5,7 +5,9 @@ Every system runs as a server process and a client process on loopback,
 following the contract in ``benchmarks/peers/README.md``.  For each system
 and workload the client runs ``--runs`` times (default 3); a cell is the
 median with the spread (min-max) beside it, and every figure is also given
-as a ratio to the floor measured in the same run.  The server's own CPU
+as a ratio to the floor measured in the same run; all servers stay up and
+the runs are interleaved across systems, so that ratios compare figures
+taken seconds apart, not minutes (shared cores drift).  The server's own CPU
 time (``/proc/PID/stat``) is read around each client run and divided by the
 calls it served.
 
@@ -379,41 +381,59 @@ def main(argv: Optional[List[str]] = None) -> int:
     started = time.monotonic()
     print(f"benchmark harness: {args.runs} run(s) x {args.duration}s per cell; machine: {platform.machine()}, "
           f"{os.cpu_count()} CPUs, {platform.python_implementation()} {platform.python_version()}", flush=True)
-    for server in servers:
-        if not server.clients:
-            continue
-        if not os.path.exists(server.argv[0]):
-            reason = f"{server.argv[0]} is missing (Go peers: run benchmarks/go/build.sh; needs golang-go)"
-            for c in server.clients:
-                table[c.name] = {wl: {"error": reason} for wl in c.workloads}
-            print(f"- {server.key}: not run: {reason}", flush=True)
-            continue
-        try:
-            running = Running(server)
-        except (RuntimeError, OSError) as exc:
-            for c in server.clients:
-                table[c.name] = {wl: {"error": str(exc)} for wl in c.workloads}
-            print(f"- {server.key}: not run: {exc}", flush=True)
-            continue
-        try:
-            for system in server.clients:
-                table[system.name] = {}
-                raw[system.name] = {}
-                for wl in args.workloads:
-                    if wl not in system.workloads:
-                        continue
-                    runs = [run_client(system, running, wl, args.duration, server.env or _env(False)) for _ in range(args.runs)]
-                    raw[system.name][wl] = runs
-                    table[system.name][wl] = cell = summarize(runs)
+    # Every server runs for the whole measurement and the runs are
+    # interleaved (run 1 of every system, then run 2, ...): on shared cores
+    # the machine's speed drifts over minutes, and a ratio is only fair
+    # between figures taken seconds apart.
+    live: Dict[str, Running] = {}
+    try:
+        for server in servers:
+            if not server.clients:
+                continue
+            reason = None
+            if not os.path.exists(server.argv[0]):
+                reason = f"{server.argv[0]} is missing (Go peers: run benchmarks/go/build.sh; needs golang-go)"
+            else:
+                try:
+                    live[server.key] = Running(server)
+                except (RuntimeError, OSError) as exc:
+                    reason = str(exc)
+            if reason is not None:
+                for c in server.clients:
+                    table[c.name] = {wl: {"error": reason} for wl in c.workloads}
+                print(f"- {server.key}: not run: {reason}", flush=True)
+        runnable = [(server, c) for server in servers if server.key in live for c in server.clients]
+        for server, system in runnable:
+            table[system.name] = {}
+            raw[system.name] = {wl: [] for wl in args.workloads if wl in system.workloads}
+        for wl in args.workloads:
+            for _ in range(args.runs):
+                for server, system in runnable:
+                    if wl in system.workloads:
+                        raw[system.name][wl].append(
+                            run_client(system, live[server.key], wl, args.duration, server.env or _env(False))
+                        )
+            for server, system in runnable:
+                if wl in system.workloads:
+                    table[system.name][wl] = cell = summarize(raw[system.name][wl])
                     fig = cell.get("mb_per_s", cell.get("calls_per_s"))
                     print(f"- {system.name:<34} {wl:<10} {_fmt(fig, ',.1f') if 'error' not in cell else 'error: ' + cell['error']}", flush=True)
-            first = server.clients[0]
-            if not args.no_w5 and "seq" in first.workloads and "seq" in table.get(first.name, {}) and "error" not in table[first.name]["seq"]:
-                w5[server.key] = measure_w5(running, first, args.duration, server.env or _env(False), table[first.name]["seq"])
-                r = w5[server.key]
-                print(f"- {server.key:<34} W5 {r.get('rss_per_conn_kib', 0):.1f} KiB/conn, W1 slowdown {r.get('slowdown_pct', 0):.1f}%"
-                      if "error" not in r else f"- {server.key} W5 error: {r['error']}", flush=True)
-        finally:
+        if not args.no_w5:
+            for server in servers:
+                if server.key not in live:
+                    continue
+                first = server.clients[0]
+                if "seq" in first.workloads and "seq" in table.get(first.name, {}) and "error" not in table[first.name]["seq"]:
+                    # the idle baseline is taken right before, not minutes earlier
+                    idle = summarize([run_client(first, live[server.key], "seq", args.duration, server.env or _env(False)) for _ in range(2)])
+                    if "error" in idle:
+                        continue
+                    w5[server.key] = measure_w5(live[server.key], first, args.duration, server.env or _env(False), idle)
+                    r = w5[server.key]
+                    print(f"- {server.key:<34} W5 {r.get('rss_per_conn_kib', 0):.1f} KiB/conn, W1 slowdown {r.get('slowdown_pct', 0):.1f}%"
+                          if "error" not in r else f"- {server.key} W5 error: {r['error']}", flush=True)
+    finally:
+        for running in live.values():
             running.stop()
 
     text = render(table, order, w5)
@@ -448,7 +468,7 @@ def measure_w5(running: Running, system: System, duration: float, env: Dict[str,
     try:
         time.sleep(0.5)
         rss1 = running.rss_bytes()
-        loaded = summarize([run_client(system, running, "seq", duration, env) for _ in range(3)])
+        loaded = summarize([run_client(system, running, "seq", duration, env) for _ in range(2)])
     finally:
         for s in socks:
             s.close()
