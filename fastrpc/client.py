@@ -31,7 +31,7 @@ from .errors import (
     Internal,
     RpcError,
     Unavailable,
-    error_from_wire,
+    error_from_payload,
 )
 from .protocol import (
     AGENT,
@@ -505,11 +505,7 @@ class _SyncConnection:
                 elif t == RESPONSE:
                     self._complete(slot, f.value, None)
                 else:
-                    v = f.value
-                    if type(v) is list and len(v) >= 2:
-                        self._complete(slot, None, error_from_wire(v[0], v[1], v[2] if len(v) > 2 else None))
-                    else:
-                        self._complete(slot, None, Internal(f"malformed error frame: {v!r}"))
+                    self._complete(slot, None, error_from_payload(f.value))
             elif t == HANDSHAKE:
                 info = f.value if type(f.value) is dict else {}
                 names = info.get("methods")

@@ -317,9 +317,14 @@ __all__ += [
 ]
 
 
-def error_from_wire(code: Any, message: Any, details: Any = None) -> RpcError:
-    """Build the :class:`RpcError` subclass for a (code, message, details)
-    triple received from a peer, tolerating malformed fields."""
+def error_from_payload(value: Any) -> RpcError:
+    """Build the :class:`RpcError` subclass for an ERROR frame's payload
+    ``[code, message, details]``, tolerating malformed fields; a payload of
+    another shape is an :class:`Internal` error naming it."""
+    if type(value) is not list or len(value) < 2:
+        return Internal(f"malformed error frame: {value!r}")
+    code, message = value[0], value[1]
+    details = value[2] if len(value) > 2 else None
     try:
         code = int(code)
     except (TypeError, ValueError):

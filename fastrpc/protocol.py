@@ -24,7 +24,7 @@ from .errors import (
     Internal,
     RpcError,
     Unavailable,
-    error_from_wire,
+    error_from_payload,
 )
 
 __all__ = ["BaseProtocol", "ClientProtocol"]
@@ -304,11 +304,7 @@ class ClientProtocol(BaseProtocol):
             self._protocol_error(error)
 
     def _on_error_frame(self, f: Any) -> None:
-        value = f.value
-        if type(value) is list and len(value) >= 2:
-            err = error_from_wire(value[0], value[1], value[2] if len(value) > 2 else None)
-        else:
-            err = Internal(f"malformed error frame: {value!r}")
+        err = error_from_payload(f.value)
         if f.request_id == 0:
             # Connection-level error: fail everything.
             self.lost_reason = str(err)
