@@ -1,4 +1,4 @@
-"""Build script: declares the two optional Cython extensions.
+"""Build script: declares the optional Cython extensions.
 
 * ``FASTRPC_NO_EXTENSIONS=1`` at build time: pure-Python install, no compile.
 * A compiler (or Cython) failure is not fatal: the install goes on with the
@@ -67,6 +67,7 @@ def extensions():
         for name, path in (
             ("fastrpc._codec", "fastrpc/_codec.pyx"),
             ("fastrpc._framing", "fastrpc/_framing.pyx"),
+            ("fastrpc._protocol", "fastrpc/_protocol.pyx"),
         )
     ]
     try:

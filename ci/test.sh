@@ -28,10 +28,11 @@ cd "$RUN"
 
 echo "== checking that the compiled extensions are installed and loaded"
 FASTRPC_REQUIRE_EXTENSIONS=1 "$PY" - <<'PYEOF'
-import fastrpc, fastrpc._codec, fastrpc._framing
+import fastrpc, fastrpc._codec, fastrpc._framing, fastrpc._protocol, fastrpc._impl
 assert fastrpc.EXTENSIONS_ACTIVE, "compiled modules not active"
 assert fastrpc.FrameParser is fastrpc._framing.FrameParser
-print("extensions active:", fastrpc._codec.__file__, fastrpc._framing.__file__)
+assert fastrpc._impl.ServerCore is fastrpc._protocol.ServerCore
+print("extensions active:", fastrpc._codec.__file__, fastrpc._framing.__file__, fastrpc._protocol.__file__)
 PYEOF
 
 echo "== test suite, Cython build (mutation fuzz: 150,000 inputs per implementation, plus 150,000 compared across both)"

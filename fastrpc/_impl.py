@@ -1,8 +1,8 @@
 """The one place that chooses between the compiled and pure-Python wire code.
 
 ``FASTRPC_NO_EXTENSIONS=1`` (read once, at import) forces the pure-Python
-twins.  Otherwise the compiled pair is imported all-or-nothing: if either
-module is missing (no compiler at install time) both fall back together, so
+twins.  Otherwise the compiled modules are imported all-or-nothing: if any
+of them is missing (no compiler at install time) all fall back together, so
 there is never a half-accelerated mix.  Nothing else reads the variable.
 """
 
@@ -20,6 +20,7 @@ if not NO_EXTENSIONS and platform.python_implementation() == "CPython":
     try:
         from ._codec import Decoder, Encoder, packb, unpackb  # noqa: F401
         from ._framing import Frame, FrameParser, FrameWriter  # noqa: F401
+        from ._protocol import ClientCore, ServerCore  # noqa: F401
 
         HAS_EXTENSIONS = True
     except ImportError:  # not built: use the fallback below
@@ -28,6 +29,7 @@ if not NO_EXTENSIONS and platform.python_implementation() == "CPython":
 if not HAS_EXTENSIONS:
     from ._codec_py import Decoder, Encoder, packb, unpackb  # noqa: F401,F811
     from ._framing_py import Frame, FrameParser, FrameWriter  # noqa: F401,F811
+    from ._protocol_py import ClientCore, ServerCore  # noqa: F401,F811
 
 #: "c" when the compiled modules are active, "py" for the fallback.
 IMPLEMENTATION = "c" if HAS_EXTENSIONS else "py"
@@ -36,11 +38,13 @@ __all__ = [
     "HAS_EXTENSIONS",
     "IMPLEMENTATION",
     "NO_EXTENSIONS",
+    "ClientCore",
     "Decoder",
     "Encoder",
     "Frame",
     "FrameParser",
     "FrameWriter",
+    "ServerCore",
     "packb",
     "unpackb",
 ]

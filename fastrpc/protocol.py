@@ -17,7 +17,7 @@ import socket
 from typing import Any, Callable, Dict, Optional
 
 from . import _wire as W
-from ._impl import FrameParser, FrameWriter
+from ._impl import ClientCore, FrameParser, FrameWriter
 from .errors import (
     DeadlineExceeded,
     FrameError,
@@ -197,8 +197,13 @@ class BaseProtocol(asyncio.BufferedProtocol):
             self._transport.abort()
 
 
-class ClientProtocol(BaseProtocol):
-    """The client end of one connection: many calls in flight, matched by id."""
+class ClientProtocol(ClientCore, BaseProtocol):
+    """The client end of one connection: many calls in flight, matched by id.
+
+    Reads land in :class:`ClientCore` (compiled, or its pure twin), which
+    resolves the futures of answered calls itself and hands every other
+    frame to :meth:`_received`.
+    """
 
     def __init__(
         self,
@@ -213,6 +218,9 @@ class ClientProtocol(BaseProtocol):
         self._keepalive_interval = keepalive_interval
         self._keepalive_timeout = keepalive_timeout
         self._keepalive_timer: Optional[asyncio.TimerHandle] = None
+        # Only keepalive reads _last_seen: without it a read does not even
+        # look at the clock.
+        self._track_seen = keepalive_interval is not None
         self._last_seen = 0.0
         self._ping_sent = False
         self._pending: Dict[int, asyncio.Future] = {}
@@ -261,9 +269,6 @@ class ClientProtocol(BaseProtocol):
         self._keepalive_timer = self._loop.call_later(interval / 2, self._keepalive)
 
     def _received(self, frames: Any, error: Optional[BaseException]) -> None:
-        if self._keepalive_timer is not None:
-            self._last_seen = self._loop.time()
-            self._ping_sent = False
         pending = self._pending
         for f in frames:
             t = f.type

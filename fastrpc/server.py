@@ -32,7 +32,7 @@ from .errors import (
     RpcError,
     StatusCode,
 )
-from ._impl import Decoder
+from ._impl import Decoder, ServerCore
 from .protocol import (
     AGENT,
     CANCEL,
@@ -191,12 +191,21 @@ class _Call:
         conn._schedule_flush()
 
 
-class ServerConnection(BaseProtocol):
-    """The server end of one client connection."""
+class ServerConnection(ServerCore, BaseProtocol):
+    """The server end of one client connection.
+
+    Reads land in :class:`ServerCore` (compiled, or its pure twin), which
+    answers requests for sync handlers itself and hands every other frame to
+    :meth:`_received` / :meth:`_process` here.
+    """
 
     def __init__(self, server: "Server") -> None:
         super().__init__(server._loop, max_frame_size=server.max_frame_size, decoder=Decoder(**server._decoder_limits))
         self._server = server
+        self._inline = server._inline
+        # Only an idle timeout or keepalive reads _last_seen: without them
+        # a read does not even look at the clock.
+        self._track_seen = server.idle_timeout is not None or server.keepalive_interval is not None
         self._max_in_flight = server.max_in_flight
         self._read_paused = False
         #: frames read but not yet processed because max_in_flight was hit
@@ -351,8 +360,9 @@ class ServerConnection(BaseProtocol):
     # -- input ------------------------------------------------------------------
 
     def _received(self, frames: List[Any], error: Optional[BaseException]) -> None:
-        self._last_seen = self._loop.time()
-        self._ping_sent = False
+        if self._track_seen:
+            self._last_seen = self._loop.time()
+            self._ping_sent = False
         if self._backlog is not None:
             # Still working through an earlier batch: keep the order.
             self._backlog.extend(frames)
@@ -610,6 +620,8 @@ class Server:
         self._max_workers = max_workers
         self._handlers: Dict[str, tuple] = {}
         self._table: List[_Method] = []
+        #: per method index: the handler when it runs inline (sync), else None
+        self._inline: List[Any] = []
         self._by_name: Dict[str, _Method] = {}
         self._frozen = False
         self._handshake_info: Dict[str, Any] = {}
@@ -677,6 +689,7 @@ class Server:
             m = _Method(name, i, fn, kind)
             self._table.append(m)
             self._by_name[name] = m
+            self._inline.append(fn if kind == _SYNC else None)
         self._handshake_info = {
             "server": AGENT,
             "methods": [m.name for m in self._table],

@@ -41,8 +41,8 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 _NAMES = ("Encoder", "Decoder", "packb", "unpackb", "Frame", "FrameParser", "FrameWriter")
 _MODULES = {
-    "c": ("fastrpc._codec", "fastrpc._framing"),
-    "py": ("fastrpc._codec_py", "fastrpc._framing_py"),
+    "c": ("fastrpc._codec", "fastrpc._framing", "fastrpc._protocol"),
+    "py": ("fastrpc._codec_py", "fastrpc._framing_py", "fastrpc._protocol_py"),
 }
 
 
@@ -56,10 +56,11 @@ REQUIRE_EXTENSIONS = _env_flag("FASTRPC_REQUIRE_EXTENSIONS")
 
 
 def _load(name: str) -> types.SimpleNamespace:
-    codec_name, framing_name = _MODULES[name]
+    codec_name, framing_name, protocol_name = _MODULES[name]
     codec = importlib.import_module(codec_name)
     framing = importlib.import_module(framing_name)
-    ns = types.SimpleNamespace(name=name, codec=codec, framing=framing)
+    protocol = importlib.import_module(protocol_name)
+    ns = types.SimpleNamespace(name=name, codec=codec, framing=framing, protocol=protocol)
     for attr in _NAMES:
         setattr(ns, attr, getattr(codec if hasattr(codec, attr) else framing, attr))
     return ns
@@ -89,7 +90,7 @@ def c_unavailable_reason() -> Optional[str]:
     if C is None:
         if REQUIRE_EXTENSIONS:
             pytest.fail(
-                "FASTRPC_REQUIRE_EXTENSIONS=1 but the compiled modules fastrpc._codec/fastrpc._framing "
+                "FASTRPC_REQUIRE_EXTENSIONS=1 but the compiled modules fastrpc._codec/fastrpc._framing/fastrpc._protocol "
                 f"could not be imported ({C_IMPORT_ERROR}); refusing to fall back silently",
                 pytrace=False,
             )

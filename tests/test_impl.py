@@ -35,14 +35,17 @@ def _flag(name):
 REQUIRE_EXTENSIONS = _flag("FASTRPC_REQUIRE_EXTENSIONS")
 
 _PROBE = """
-import json, fastrpc
+import json, fastrpc, fastrpc._impl
 names = {names!r}
 print(json.dumps({{
     "active": fastrpc.EXTENSIONS_ACTIVE,
     "implementation": fastrpc.IMPLEMENTATION,
     "modules": {{n: getattr(fastrpc, n).__module__ for n in names}},
+    "cores": [fastrpc._impl.ServerCore.__module__, fastrpc._impl.ClientCore.__module__],
 }}))
 """
+_C_CORES = ["fastrpc._protocol", "fastrpc._protocol"]
+_PY_CORES = ["fastrpc._protocol_py", "fastrpc._protocol_py"]
 
 
 def _run(code, **env_changes):
@@ -68,7 +71,7 @@ def _compiled_importable():
     out = _run(
         "import importlib\n"
         "try:\n"
-        "    importlib.import_module('fastrpc._codec'); importlib.import_module('fastrpc._framing')\n"
+        "    for m in ('fastrpc._codec', 'fastrpc._framing', 'fastrpc._protocol'): importlib.import_module(m)\n"
         "except ImportError:\n"
         "    print('no')\n"
         "else:\n"
@@ -88,6 +91,7 @@ def test_no_extensions_forces_pure(value):
     assert info["active"] is False
     assert info["implementation"] == "py"
     assert info["modules"] == _PY_MODULES
+    assert info["cores"] == _PY_CORES
 
 
 @pytest.mark.parametrize("value", [None, "", "0", "false"], ids=["unset", "empty", "0", "false"])
@@ -97,18 +101,24 @@ def test_extensions_used_when_available(value, compiled_importable):
         assert info["active"] is True
         assert info["implementation"] == "c"
         assert info["modules"] == _C_MODULES
+        assert info["cores"] == _C_CORES
     else:
         assert info["active"] is False
         assert info["implementation"] == "py"
         assert info["modules"] == _PY_MODULES
+        assert info["cores"] == _PY_CORES
 
 
 def test_this_process_is_consistent():
     """All seven names come from one pair (never half accelerated), and the
     flags agree with them and with the environment."""
+    from fastrpc import _impl
+
     modules = {n: getattr(fastrpc, n).__module__ for n in _NAMES}
     assert modules in (_C_MODULES, _PY_MODULES)
     assert fastrpc.EXTENSIONS_ACTIVE is (modules == _C_MODULES)
+    cores = [_impl.ServerCore.__module__, _impl.ClientCore.__module__]
+    assert cores == (_C_CORES if fastrpc.EXTENSIONS_ACTIVE else _PY_CORES)
     assert fastrpc.IMPLEMENTATION == ("c" if fastrpc.EXTENSIONS_ACTIVE else "py")
     if _flag("FASTRPC_NO_EXTENSIONS"):
         assert fastrpc.EXTENSIONS_ACTIVE is False
@@ -122,7 +132,8 @@ def test_compiled_modules_loaded():
     assert fastrpc.IMPLEMENTATION == "c"
     codec = importlib.import_module("fastrpc._codec")
     framing = importlib.import_module("fastrpc._framing")
-    for mod in (codec, framing):  # really compiled, not a .py stand-in
+    protocol = importlib.import_module("fastrpc._protocol")
+    for mod in (codec, framing, protocol):  # really compiled, not a .py stand-in
         assert mod.__file__.endswith(tuple(importlib.machinery.EXTENSION_SUFFIXES)), mod.__file__
     assert fastrpc.FrameParser is framing.FrameParser
     assert fastrpc.FrameWriter is framing.FrameWriter
@@ -131,6 +142,10 @@ def test_compiled_modules_loaded():
     assert fastrpc.Decoder is codec.Decoder
     assert fastrpc.packb is codec.packb
     assert fastrpc.unpackb is codec.unpackb
+    from fastrpc import _impl
+
+    assert _impl.ServerCore is protocol.ServerCore
+    assert _impl.ClientCore is protocol.ClientCore
 
 
 def test_import_emits_no_warnings():

@@ -1,0 +1,37 @@
+# Shared declarations of the compiled connection cores (twin of
+# _protocol_py.py).  The cores hold the state the per-call path reads, as
+# typed fields; the asyncio glue in protocol.py and server.py subclasses
+# them and reaches the same fields as ordinary attributes.
+
+from fastrpc._framing cimport FrameParser, FrameWriter
+
+
+cdef class ServerCore:
+    cdef public object _loop
+    cdef public object _transport
+    cdef public FrameParser _parser
+    cdef public FrameWriter _writer
+    cdef public dict _calls             # async/blocking calls in flight, by id
+    cdef public object _backlog         # frames held back while paused (or None)
+    cdef public bint _draining          # GOAWAY sent: new calls are refused
+    cdef public bint _read_paused
+    cdef public bint _track_seen        # an idle timeout or keepalive needs _last_seen
+    cdef public double _last_seen
+    cdef public bint _ping_sent
+    cdef public list _methods           # the dispatch table (_Method objects)
+    cdef public list _inline            # per method index: the sync handler, else None
+
+    cdef int _dispatch(self, list frames) except -1
+
+
+cdef class ClientCore:
+    cdef public object _loop
+    cdef public object _transport
+    cdef public FrameParser _parser
+    cdef public FrameWriter _writer
+    cdef public dict _pending           # futures of calls in flight, by id
+    cdef public bint _track_seen        # keepalive needs _last_seen
+    cdef public double _last_seen
+    cdef public bint _ping_sent
+
+    cdef int _dispatch(self, list frames, object error) except -1

@@ -1,0 +1,179 @@
+"""Compiled connection cores: the per-call path of both ends of a connection.
+
+The compiled twin of ``_protocol_py.py`` (same classes, same behaviour);
+``_impl.py`` picks one of the two.
+
+:class:`ServerCore` is the base of ``server.ServerConnection`` and
+:class:`ClientCore` the base of ``protocol.ClientProtocol``.  Each takes the
+bytes the transport read into the parser's memory and handles the frames
+that make up nearly all traffic (a request for a sync handler, by index; a
+response) without leaving C: no Python frame, no attribute lookup and no
+argument tuple per call.  The first frame that needs anything else (async
+or blocking handlers, names, kwargs, errors, control frames, backpressure)
+and every frame after it go to the Python glue in ``server.py`` /
+``protocol.py``, in order, so the two paths can never answer out of order.
+"""
+
+from cpython.list cimport PyList_GET_ITEM, PyList_GET_SIZE
+from cpython.object cimport PyObject
+
+from fastrpc._framing cimport Frame, FrameParser, FrameWriter
+
+from .errors import EncodeError, FrameError, FrameTooLarge
+
+__all__ = ["ClientCore", "ServerCore"]
+
+
+cdef extern from "Python.h":
+    # Calls ``fn(*items[0:n])`` straight from the decoded argument list:
+    # no tuple is built for the call.
+    object PyObject_Vectorcall(object fn, PyObject** items, size_t n, PyObject* kwnames)
+    PyObject** PySequence_Fast_ITEMS(object seq)
+
+
+# Small ints are cached objects in CPython: the parser's frame fields are
+# compared by identity, with no conversion.
+cdef object REQUEST = 1
+cdef object RESPONSE = 2
+
+cdef enum:
+    FLAG_METHOD_NAME = 0x01
+    FLAG_KWARGS = 0x08
+    # Requests with these flags take the Python path (name lookup, kwargs).
+    SLOW_FLAGS = FLAG_METHOD_NAME | FLAG_KWARGS
+    # Answers buffered past this are written before the next request is
+    # handled (server.py's _FLUSH_AT, same value).
+    FLUSH_AT = 256 * 1024
+
+
+cdef class ServerCore:
+    """The per-call path of the server end of a connection.
+
+    Subclasses provide the Python side: ``_received(frames, error)`` (the
+    whole of a read the core does not handle), ``_process(frames, i,
+    error)`` (the rest of a read, from frame ``i``), ``_write_exception``,
+    ``_write_result`` and ``_flush``.
+    """
+
+    def get_buffer(self, sizehint):
+        return self._parser.get_buffer(sizehint)
+
+    def buffer_updated(self, nbytes):
+        try:
+            frames = self._parser.buffer_updated(nbytes)
+        except FrameError as exc:
+            self._received(exc.frames, exc)
+        else:
+            self._dispatch(frames)
+
+    def data_received(self, data):
+        # For transports that do not support BufferedProtocol.
+        try:
+            frames = self._parser.feed(data)
+        except FrameError as exc:
+            self._received(exc.frames, exc)
+        else:
+            self._dispatch(frames)
+
+    cdef int _dispatch(self, list frames) except -1:
+        cdef Py_ssize_t i = 0
+        cdef Py_ssize_t n = PyList_GET_SIZE(frames)
+        cdef Py_ssize_t idx
+        cdef Frame f
+        cdef FrameWriter w
+        cdef list inline = self._inline
+        cdef dict calls = self._calls
+        if self._track_seen:
+            self._last_seen = self._loop.time()
+            self._ping_sent = False
+        if self._backlog is not None or self._draining or inline is None:
+            self._received(frames, None)
+            return 0
+        w = self._writer
+        while i < n:
+            f = <Frame>PyList_GET_ITEM(frames, i)
+            if f.type is not REQUEST or f.error is not None or (<int>f.flags) & SLOW_FLAGS:
+                break
+            idx = f.method
+            if idx >= PyList_GET_SIZE(inline):
+                break
+            fn = <object>PyList_GET_ITEM(inline, idx)
+            args = f.value
+            if fn is None or type(args) is not list or (f.deadline is not None and f.deadline == 0):
+                break
+            rid = f.request_id
+            if calls and rid in calls:
+                break  # protocol error, reported by the Python path
+            i += 1
+            try:
+                result = PyObject_Vectorcall(fn, PySequence_Fast_ITEMS(args), PyList_GET_SIZE(args), NULL)
+            except Exception as exc:
+                self._write_exception(rid, self._methods[idx], exc, args, None)
+            else:
+                try:
+                    w._write_frame(RESPONSE, rid, result)
+                except (FrameTooLarge, EncodeError, OverflowError):
+                    self._write_result(rid, self._methods[idx], result)
+            if w._buf.length >= FLUSH_AT:
+                # Large answers leave at once, so that the transport can
+                # say (pause_writing) that the peer is not reading them.
+                self._flush()
+                if self._read_paused:
+                    if i < n:
+                        self._backlog = frames[i:]
+                    return 0
+        if i < n:
+            self._process(frames, i, None)
+        elif w._buf.length and self._transport is not None:
+            self._transport.write(w.take_buffer())
+        return 0
+
+
+cdef class ClientCore:
+    """The per-call path of the client end of a connection.
+
+    Subclasses provide ``_received(frames, error)``, which handles every
+    frame the core does not (errors, control frames, protocol errors).
+    """
+
+    def get_buffer(self, sizehint):
+        return self._parser.get_buffer(sizehint)
+
+    def buffer_updated(self, nbytes):
+        try:
+            frames = self._parser.buffer_updated(nbytes)
+        except FrameError as exc:
+            self._dispatch(exc.frames, exc)
+        else:
+            self._dispatch(frames, None)
+
+    def data_received(self, data):
+        # For transports that do not support BufferedProtocol.
+        try:
+            frames = self._parser.feed(data)
+        except FrameError as exc:
+            self._dispatch(exc.frames, exc)
+        else:
+            self._dispatch(frames, None)
+
+    cdef int _dispatch(self, list frames, object error) except -1:
+        cdef Py_ssize_t i = 0
+        cdef Py_ssize_t n = PyList_GET_SIZE(frames)
+        cdef Frame f
+        cdef dict pending = self._pending
+        if self._track_seen:
+            self._last_seen = self._loop.time()
+            self._ping_sent = False
+        while i < n:
+            f = <Frame>PyList_GET_ITEM(frames, i)
+            if f.type is not RESPONSE or f.error is not None:
+                break
+            i += 1
+            fut = pending.pop(f.request_id, None)
+            if fut is not None and not fut.done():
+                fut.set_result(f.value)
+        if i < n:
+            self._received(frames[i:], error)
+        elif error is not None:
+            self._received([], error)
+        return 0

@@ -1,0 +1,158 @@
+"""Pure-Python connection cores: the per-call path of both ends of a
+connection.
+
+The twin of the compiled ``_protocol.pyx`` (same classes, same behaviour);
+``_impl.py`` picks one of the two.  :class:`ServerCore` is the base of
+``server.ServerConnection`` and :class:`ClientCore` the base of
+``protocol.ClientProtocol``.  Each handles the frames that make up nearly
+all traffic (a request for a sync handler, by index; a response) in one
+tight loop; the first frame that needs anything else and every frame after
+it go to the glue in ``server.py`` / ``protocol.py``, in order.
+"""
+
+from __future__ import annotations
+
+from typing import Any, List, Optional
+
+from .errors import EncodeError, FrameError, FrameTooLarge
+
+__all__ = ["ClientCore", "ServerCore"]
+
+_REQUEST = 1
+_RESPONSE = 2
+# Requests with these flags take the glue's path (name lookup, kwargs).
+_SLOW_FLAGS = 0x01 | 0x08
+# Answers buffered past this are written before the next request is handled
+# (server.py's _FLUSH_AT, same value).
+_FLUSH_AT = 256 * 1024
+
+
+class ServerCore:
+    """The per-call path of the server end of a connection.
+
+    Subclasses set the attributes declared in ``_protocol.pxd`` and provide
+    ``_received(frames, error)`` (the whole of a read the core does not
+    handle), ``_process(frames, i, error)`` (the rest of a read, from frame
+    ``i``), ``_write_exception``, ``_write_result`` and ``_flush``.
+    """
+
+    _inline: Optional[List[Any]] = None
+
+    def get_buffer(self, sizehint: int) -> Any:
+        return self._parser.get_buffer(sizehint)
+
+    def buffer_updated(self, nbytes: int) -> None:
+        try:
+            frames = self._parser.buffer_updated(nbytes)
+        except FrameError as exc:
+            self._received(exc.frames, exc)
+        else:
+            self._dispatch(frames)
+
+    def data_received(self, data: bytes) -> None:
+        # For transports that do not support BufferedProtocol.
+        try:
+            frames = self._parser.feed(data)
+        except FrameError as exc:
+            self._received(exc.frames, exc)
+        else:
+            self._dispatch(frames)
+
+    def _dispatch(self, frames: List[Any]) -> None:
+        if self._track_seen:
+            self._last_seen = self._loop.time()
+            self._ping_sent = False
+        inline = self._inline
+        if self._backlog is not None or self._draining or inline is None:
+            self._received(frames, None)
+            return
+        calls = self._calls
+        w = self._writer
+        ninline = len(inline)
+        i = 0
+        n = len(frames)
+        while i < n:
+            f = frames[i]
+            if f.type != _REQUEST or f.error is not None or f.flags & _SLOW_FLAGS:
+                break
+            idx = f.method
+            if idx >= ninline:
+                break
+            fn = inline[idx]
+            args = f.value
+            if fn is None or type(args) is not list or (f.deadline is not None and f.deadline == 0):
+                break
+            rid = f.request_id
+            if calls and rid in calls:
+                break  # protocol error, reported by the glue
+            i += 1
+            try:
+                result = fn(*args)
+            except Exception as exc:  # noqa: BLE001 - becomes an error status
+                self._write_exception(rid, self._methods[idx], exc, args, None)
+            else:
+                try:
+                    w.write_response(rid, result)
+                except (FrameTooLarge, EncodeError, OverflowError):
+                    self._write_result(rid, self._methods[idx], result)
+            if len(w) >= _FLUSH_AT:
+                # Large answers leave at once, so that the transport can
+                # say (pause_writing) that the peer is not reading them.
+                self._flush()
+                if self._read_paused:
+                    if i < n:
+                        self._backlog = frames[i:]
+                    return
+        if i < n:
+            self._process(frames, i, None)
+        elif len(w) and self._transport is not None:
+            self._transport.write(w.take_buffer())
+
+
+class ClientCore:
+    """The per-call path of the client end of a connection.
+
+    Subclasses set the attributes declared in ``_protocol.pxd`` and provide
+    ``_received(frames, error)``, which handles every frame the core does
+    not (errors, control frames, protocol errors).
+    """
+
+    def get_buffer(self, sizehint: int) -> Any:
+        return self._parser.get_buffer(sizehint)
+
+    def buffer_updated(self, nbytes: int) -> None:
+        try:
+            frames = self._parser.buffer_updated(nbytes)
+        except FrameError as exc:
+            self._dispatch(exc.frames, exc)
+        else:
+            self._dispatch(frames, None)
+
+    def data_received(self, data: bytes) -> None:
+        # For transports that do not support BufferedProtocol.
+        try:
+            frames = self._parser.feed(data)
+        except FrameError as exc:
+            self._dispatch(exc.frames, exc)
+        else:
+            self._dispatch(frames, None)
+
+    def _dispatch(self, frames: List[Any], error: Optional[BaseException]) -> None:
+        if self._track_seen:
+            self._last_seen = self._loop.time()
+            self._ping_sent = False
+        pending = self._pending
+        i = 0
+        n = len(frames)
+        while i < n:
+            f = frames[i]
+            if f.type != _RESPONSE or f.error is not None:
+                break
+            i += 1
+            fut = pending.pop(f.request_id, None)
+            if fut is not None and not fut.done():
+                fut.set_result(f.value)
+        if i < n:
+            self._received(frames[i:], error)
+        elif error is not None:
+            self._received([], error)
