@@ -1,0 +1,304 @@
+"""Per-call CPU of fastrpc's own code against the floor's, with no syscalls.
+
+Usage::
+
+    python -m benchmarks.overhead            # full run (~20 s)
+    python -m benchmarks.overhead --quick    # CI smoke run
+
+On loopback a sequential call (W1) costs some 50 us, nearly all of it in the
+kernel (send, wake-up, epoll, recv on both sides), and on shared cores that
+part drifts by more than the whole of fastrpc's own work.  This script takes
+the kernel out: each side of a call runs in one process against a fake
+socket or transport that hands back prepared bytes at once, so what is timed
+is the user-space work per call that W1's latency adds to the kernel's, for
+fastrpc and for the floor clients and server of ``benchmarks/peers/
+floor_peer.py`` (which only move bytes), measured alternately in one run:
+
+* server: one request read and answered (``ServerConnection`` reading into
+  the parser's memory, vs the floor's ``data_received`` echo);
+* sync client: ``Client.call("Bench.add", i, 1)`` vs the floor's blocking
+  socket round trip (``sendall`` + ``recv_into``);
+* async client: ``await AsyncClient.call(...)`` vs the floor's future per
+  call, on uvloop, the answer arriving one loop iteration after the write.
+
+Figures are the best of several repeats, in ns per call, with fastrpc's
+extra cost over the floor (the +us that W1's p50 pays) and the ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import platform
+import sys
+import time
+from typing import Any, Callable, List
+
+import fastrpc
+from fastrpc import client as C
+from fastrpc import server as S
+from fastrpc._impl import IMPLEMENTATION, FrameWriter
+
+from benchmarks.peers import floor_peer
+
+try:
+    import uvloop
+except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
+    uvloop = None
+
+
+class Bench:
+    def add(self, a: int, b: int) -> int:
+        return a + b
+
+
+def _responses(first_rid: int, n: int) -> List[bytes]:
+    w = FrameWriter()
+    out = []
+    for rid in range(first_rid, first_rid + n):
+        w.write_response(rid, rid + 1)
+        out.append(w.take())
+    return out
+
+
+class FakeSocket:
+    """A connected socket whose peer answers at once with prepared frames."""
+
+    def __init__(self, answers: List[bytes]) -> None:
+        self.answers = answers
+        self.next = 0
+
+    def sendall(self, data: Any) -> None:
+        pass
+
+    def recv_into(self, buf: Any, nbytes: int = 0) -> int:
+        data = self.answers[self.next]
+        self.next += 1
+        n = len(data)
+        buf[:n] = data
+        return n
+
+    def settimeout(self, timeout: Any) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+class FakeTransport:
+    """A transport whose peer answers one loop iteration after each write."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, deliver: Callable[[], None]) -> None:
+        self.loop = loop
+        self.deliver = deliver
+
+    def write(self, data: Any) -> None:
+        self.loop.call_soon(self.deliver)
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return default
+
+    def is_closing(self) -> bool:
+        return False
+
+    def close(self) -> None:
+        pass
+
+    def abort(self) -> None:
+        pass
+
+
+def best(fn: Callable[[int], None], n: int, repeat: int) -> float:
+    """Best ns per call of ``fn(n)`` over ``repeat`` runs."""
+    out = float("inf")
+    for _ in range(repeat):
+        t0 = time.perf_counter_ns()
+        fn(n)
+        out = min(out, (time.perf_counter_ns() - t0) / n)
+    return out
+
+
+# -- server --------------------------------------------------------------------
+
+
+def server_cases(loop: asyncio.AbstractEventLoop):
+    srv = fastrpc.Server(handshake_timeout=None)
+    srv.register(Bench())
+    srv._freeze()
+    srv._loop = loop
+
+    class Sink:
+        def write(self, data: Any) -> None:
+            pass
+
+        def get_extra_info(self, name: str, default: Any = None) -> Any:
+            return default
+
+    conn = S.ServerConnection(srv)
+    conn.connection_made(Sink())
+    w = FrameWriter()
+    w.write_preface()
+    w.write_frame(fastrpc.MsgType.HANDSHAKE, 0, {"client": "bench"})
+    hello = w.take()
+    buf = conn.get_buffer(-1)
+    buf[:len(hello)] = hello
+    conn.buffer_updated(len(hello))
+    w.write_request(1, srv.methods.index("Bench.add"), [12345, 1])
+    request = w.take()
+    size = len(request)
+
+    def fastrpc_server(n: int) -> None:
+        get_buffer, buffer_updated = conn.get_buffer, conn.buffer_updated
+        for _ in range(n):
+            get_buffer(-1)[:size] = request
+            buffer_updated(size)
+
+    echo = floor_peer._Echo()
+    echo.connection_made(Sink())
+
+    def floor_server(n: int) -> None:
+        data_received = echo.data_received
+        for _ in range(n):
+            data_received(request)
+
+    return fastrpc_server, floor_server
+
+
+# -- sync client -----------------------------------------------------------------
+
+
+def sync_cases(address: str, n: int, repeat: int):
+    client = fastrpc.Client(address)
+    conn = client._connection()
+    real_sock = conn.sock
+    add_frame, echo_frame = floor_peer._frames(16)
+    floor = floor_peer._SocketFloorConn(address.replace("tcp://", ""), add_frame, echo_frame)
+    floor_sock = floor._sock
+    floor._sock = FakeSocket([add_frame] * (n * (repeat + 1)))
+
+    def fastrpc_sync(k: int) -> None:
+        conn.sock = FakeSocket(_responses(conn.next_id + 1, k))
+        call = client.call
+        for i in range(k):
+            call("Bench.add", i, 1)
+
+    def floor_sync(k: int) -> None:
+        add = floor.add
+        for i in range(k):
+            add(i, 1)
+
+    def close() -> None:
+        conn.sock = real_sock
+        client.close()
+        floor_sock.close()
+
+    return fastrpc_sync, floor_sync, close
+
+
+# -- async client ----------------------------------------------------------------
+
+
+def async_cases(loop: asyncio.AbstractEventLoop):
+    from fastrpc.protocol import ClientProtocol
+
+    proto = ClientProtocol(loop)
+    state = {"answers": [], "next": 0}
+
+    def deliver() -> None:
+        data = state["answers"][state["next"]]
+        state["next"] += 1
+        buf = proto.get_buffer(-1)
+        buf[:len(data)] = data
+        proto.buffer_updated(len(data))
+
+    transport = FakeTransport(loop, lambda: None)  # the preface and handshake need no answer
+    proto.connection_made(transport)
+    transport.deliver = deliver
+    w = FrameWriter()
+    w.write_preface()
+    w.write_frame(fastrpc.MsgType.HANDSHAKE, 0, {"methods": ["Bench.add"]})
+    state["answers"] = [w.take()]
+    deliver()
+    client = fastrpc.AsyncClient("tcp://127.0.0.1:1")
+    client._protocol = proto
+
+    def fastrpc_async(k: int) -> None:
+        state["answers"] = _responses(proto._next_id + 1, k)
+        state["next"] = 0
+
+        async def run() -> None:
+            call = client.call
+            for i in range(k):
+                await call("Bench.add", i, 1)
+
+        loop.run_until_complete(run())
+
+    add_frame, echo_frame = floor_peer._frames(16)
+    fproto = floor_peer._FloorProtocol.__new__(floor_peer._FloorProtocol)
+
+    def fdeliver() -> None:
+        fproto.data_received(add_frame)
+
+    async def setup() -> None:
+        floor_peer._FloorProtocol.__init__(fproto)
+
+    loop.run_until_complete(setup())
+    fproto.connection_made(FakeTransport(loop, fdeliver))
+    fconn = floor_peer._AsyncFloorConn(fproto, add_frame, echo_frame)
+
+    def floor_async(k: int) -> None:
+        async def run() -> None:
+            add = fconn.add
+            for i in range(k):
+                await add(i, 1)
+
+        loop.run_until_complete(run())
+
+    return fastrpc_async, floor_async
+
+
+def main(argv: Any = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="fewer, shorter repeats (CI smoke run)")
+    args = ap.parse_args(argv)
+    n, repeat = (5_000, 3) if args.quick else (50_000, 7)
+    loop = uvloop.new_event_loop() if uvloop is not None else asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    server = fastrpc.Server()
+    server.register(Bench())
+    address = loop.run_until_complete(server.start("tcp://127.0.0.1:0"))
+    import threading
+
+    threading.Thread(target=loop.run_forever, daemon=True).start()
+    try:
+        sync_fast, sync_floor, sync_close = sync_cases(address, n, repeat)
+        rows = [("sync client", sync_fast, sync_floor)]
+        results = []
+        for name, ours, floor in rows:
+            a = b = float("inf")
+            for _ in range(repeat):  # alternate, so that drift hits both
+                a = min(a, best(ours, n, 1))
+                b = min(b, best(floor, n, 1))
+            results.append((name, a, b))
+        sync_close()
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        time.sleep(0.2)
+    loop.run_until_complete(server.shutdown(grace=0))
+    for name, ours, floor in [("server", *server_cases(loop)), ("async client", *async_cases(loop))]:
+        a = b = float("inf")
+        for _ in range(repeat):
+            a = min(a, best(ours, n, 1))
+            b = min(b, best(floor, n, 1))
+        results.append((name, a, b))
+    loop.close()
+    print(f"fastrpc per-call CPU vs the floor, no syscalls ({IMPLEMENTATION} build; "
+          f"{platform.machine()}, CPython {platform.python_version()}; best of {repeat} x {n:,})")
+    print(f"{'path':<14} {'fastrpc ns':>11} {'floor ns':>9} {'extra us':>9} {'ratio':>6}")
+    for name, ours, floor in results:
+        print(f"{name:<14} {ours:>11.0f} {floor:>9.0f} {(ours - floor) / 1000:>+9.2f} {ours / floor:>5.2f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
