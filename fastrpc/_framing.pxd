@@ -100,6 +100,8 @@ cdef class FrameParser:
     cdef object _recv_obj               # its exporter (scratch bytearray or _RecvChunk)
     cdef Py_ssize_t _recv_plen          # _plen when an in-place view was handed out
 
+    cdef object _get_buffer(self)
+    cdef list _buffer_updated(self, object nbytes)
     cdef list _run(self, const unsigned char* data, Py_ssize_t end, Py_ssize_t in_place)
     cdef int _complete_partial(self, list frames) except -1
     cdef int _detach_body(self) except -1
@@ -124,6 +126,9 @@ cdef class FrameWriter:
 
     cdef int _check_idle(self) except -1
     cdef int _encode_value(self, object value) except -1
+    cdef int _write_request(self, object request_id, object method, object args, object kwargs,
+                            object deadline, object metadata, bint notify) except -1
+    cdef object _take_buffer(self)
     cdef int _write_frame(self, object mtype, object request_id, object value) except -1
     cdef int _finish(self, Py_ssize_t start, unsigned int mtype, int mtype_bad, unsigned int flags,
                      unsigned int method, uint32_t request_id, int request_id_bad) except -1

@@ -83,6 +83,7 @@ __all__ = ["Frame", "FrameParser", "FrameWriter"]
 
 cdef extern from "Python.h":
     object PyUnicode_DecodeUTF8(const char* s, Py_ssize_t size, const char* errors)
+    unsigned long PyThread_get_thread_ident() nogil
 
 cdef extern from *:
     """
@@ -117,6 +118,11 @@ RECV_BUFFER_SIZE = 256 * 1024
 # One scratch buffer per thread, not per connection: buffer_updated() copies
 # what it keeps, so idle connections hold no receive memory at all.
 cdef object _local = threading.local()
+# FrameParser.get_buffer(): the thread that last asked for its scratch
+# buffer, that buffer and a view of it.
+cdef unsigned long _scratch_thread = 0
+cdef object _scratch_view = None
+cdef object _scratch = None
 
 cdef uint64_t MAX_DEADLINE_US = 0xFFFFFFFFFFFFFFFFULL
 cdef bytes PREFACE = W.PREFACE
@@ -371,8 +377,12 @@ cdef class FrameParser:
         frame's own storage, so the frame is received in place; otherwise a
         per-thread scratch buffer.
         """
+        return self._get_buffer()
+
+    cdef object _get_buffer(self):
         cdef Py_ssize_t rest
         cdef Py_ssize_t offset
+        global _scratch_thread, _scratch_view, _scratch
         if (self._plen >= HEADER_SIZE and self._error is None and not self._busy
                 and self._body_chunk is not None
                 and <uint64_t>self._body_cap >= self._frame_size - HEADER_SIZE
@@ -384,10 +394,22 @@ cdef class FrameParser:
             self._recv_obj = self._body_chunk
             self._recv_plen = self._plen
         else:
-            scratch = getattr(_local, "scratch", None)
-            if scratch is None:
-                scratch = _local.scratch = bytearray(RECV_BUFFER_SIZE)
-            view = memoryview(scratch)
+            # The calling thread's scratch buffer and a view of it.  The last
+            # thread's pair is also kept in C globals (the GIL guards them),
+            # so an event loop's thread finds its own without a lookup.
+            ident = PyThread_get_thread_ident()
+            if _scratch_view is not None and ident == _scratch_thread:
+                view = _scratch_view
+                scratch = _scratch
+            else:
+                scratch = getattr(_local, "scratch", None)
+                if scratch is None:
+                    scratch = _local.scratch = bytearray(RECV_BUFFER_SIZE)
+                    _local.view = memoryview(scratch)
+                view = _local.view
+                _scratch_thread = ident
+                _scratch_view = view
+                _scratch = scratch
             self._recv_kind = RECV_SCRATCH
             self._recv_obj = scratch
         self._recv_view = view
@@ -396,6 +418,9 @@ cdef class FrameParser:
     def buffer_updated(self, nbytes):
         """Parse the ``nbytes`` just read into :meth:`get_buffer`'s memory;
         results and errors as for :meth:`feed`."""
+        return self._buffer_updated(nbytes)
+
+    cdef list _buffer_updated(self, object nbytes):
         cdef int kind = self._recv_kind
         cdef Py_ssize_t n
         cdef Py_buffer buf
@@ -893,10 +918,17 @@ cdef class FrameWriter:
         the writer's own memory (the writer starts a new buffer), so a large
         payload is copied once on the way out (into the frame), not twice.
         """
+        return self._take_buffer()
+
+    cdef object _take_buffer(self):
         cdef _SentBuffer out
         self._check_idle()
         if self._buf.length < ZERO_COPY_MIN or self._buf.data == NULL or self._buf.data == self._buf.fixed:
-            return self.take()
+            data = PyBytes_FromStringAndSize(self._buf.data, self._buf.length)
+            self._buf.length = 0
+            if self._buf.capacity > RETAIN_WRITE:
+                wbuf_release(&self._buf)
+            return data
         out = _SentBuffer.__new__(_SentBuffer)
         out.data = self._buf.data
         out.length = self._buf.length
@@ -963,6 +995,10 @@ cdef class FrameWriter:
         microseconds.  ``args`` is a list or tuple; non-empty ``kwargs`` makes
         the payload ``[args, kwargs]``.
         """
+        self._write_request(request_id, method, args, kwargs, deadline, metadata, notify)
+
+    cdef int _write_request(self, object request_id, object method, object args, object kwargs,
+                            object deadline, object metadata, bint notify) except -1:
         cdef unsigned int flags = 0
         cdef unsigned int method_index = 0
         cdef uint32_t rid = 0
@@ -1023,6 +1059,7 @@ cdef class FrameWriter:
             raise
         finally:
             self._busy = False
+        return 0
 
     cdef int _write_frame(self, object mtype, object request_id, object value) except -1:
         cdef unsigned int t = 0

@@ -20,7 +20,7 @@ if not NO_EXTENSIONS and platform.python_implementation() == "CPython":
     try:
         from ._codec import Decoder, Encoder, packb, unpackb  # noqa: F401
         from ._framing import Frame, FrameParser, FrameWriter  # noqa: F401
-        from ._protocol import ClientCore, ServerCore  # noqa: F401
+        from ._protocol import CallSlot, ClientCore, ServerCore, SyncCore  # noqa: F401
 
         HAS_EXTENSIONS = True
     except ImportError:  # not built: use the fallback below
@@ -29,7 +29,7 @@ if not NO_EXTENSIONS and platform.python_implementation() == "CPython":
 if not HAS_EXTENSIONS:
     from ._codec_py import Decoder, Encoder, packb, unpackb  # noqa: F401,F811
     from ._framing_py import Frame, FrameParser, FrameWriter  # noqa: F401,F811
-    from ._protocol_py import ClientCore, ServerCore  # noqa: F401,F811
+    from ._protocol_py import CallSlot, ClientCore, ServerCore, SyncCore  # noqa: F401,F811
 
 #: "c" when the compiled modules are active, "py" for the fallback.
 IMPLEMENTATION = "c" if HAS_EXTENSIONS else "py"
@@ -38,6 +38,7 @@ __all__ = [
     "HAS_EXTENSIONS",
     "IMPLEMENTATION",
     "NO_EXTENSIONS",
+    "CallSlot",
     "ClientCore",
     "Decoder",
     "Encoder",
@@ -45,6 +46,7 @@ __all__ = [
     "FrameParser",
     "FrameWriter",
     "ServerCore",
+    "SyncCore",
     "packb",
     "unpackb",
 ]

@@ -35,3 +35,30 @@ cdef class ClientCore:
     cdef public bint _ping_sent
 
     cdef int _dispatch(self, list frames, object error) except -1
+
+
+cdef class CallSlot:
+    cdef public bint done
+    cdef public object value
+    cdef public object error
+    cdef public object future
+    cdef public object deadline
+    cdef public object method
+
+
+cdef class SyncCore:
+    cdef public object sock
+    cdef public FrameParser parser
+    cdef public FrameWriter writer
+    cdef public object send_lock        # held while a frame is written and sent
+    cdef public object recv_lock        # held by the one thread reading the socket
+    cdef public dict pending            # _Slot of each call in flight, by id
+    cdef public dict methods            # method name -> index, from the handshake
+    cdef public bint alive
+    cdef public bint goaway
+    cdef public unsigned long long next_id
+    cdef public int waiters             # threads waiting for another's read
+    cdef public object _timeout_mode    # the socket's timeout (None: blocking)
+    cdef public CallSlot _plain_slot    # the one slot call_plain() reuses
+
+    cdef int _read_plain(self) except -1

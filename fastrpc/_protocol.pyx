@@ -14,6 +14,7 @@ and every frame after it go to the Python glue in ``server.py`` /
 ``protocol.py``, in order, so the two paths can never answer out of order.
 """
 
+cimport cython
 from cpython.list cimport PyList_GET_ITEM, PyList_GET_SIZE
 from cpython.object cimport PyObject
 
@@ -21,7 +22,7 @@ from fastrpc._framing cimport Frame, FrameParser, FrameWriter
 
 from .errors import EncodeError, FrameError, FrameTooLarge
 
-__all__ = ["ClientCore", "ServerCore"]
+__all__ = ["CallSlot", "ClientCore", "ServerCore", "SyncCore"]
 
 
 cdef extern from "Python.h":
@@ -56,11 +57,11 @@ cdef class ServerCore:
     """
 
     def get_buffer(self, sizehint):
-        return self._parser.get_buffer(sizehint)
+        return self._parser._get_buffer()
 
     def buffer_updated(self, nbytes):
         try:
-            frames = self._parser.buffer_updated(nbytes)
+            frames = self._parser._buffer_updated(nbytes)
         except FrameError as exc:
             self._received(exc.frames, exc)
         else:
@@ -125,7 +126,7 @@ cdef class ServerCore:
         if i < n:
             self._process(frames, i, None)
         elif w._buf.length and self._transport is not None:
-            self._transport.write(w.take_buffer())
+            self._transport.write(w._take_buffer())
         return 0
 
 
@@ -137,11 +138,11 @@ cdef class ClientCore:
     """
 
     def get_buffer(self, sizehint):
-        return self._parser.get_buffer(sizehint)
+        return self._parser._get_buffer()
 
     def buffer_updated(self, nbytes):
         try:
-            frames = self._parser.buffer_updated(nbytes)
+            frames = self._parser._buffer_updated(nbytes)
         except FrameError as exc:
             self._dispatch(exc.frames, exc)
         else:
@@ -176,4 +177,112 @@ cdef class ClientCore:
             self._received(frames[i:], error)
         elif error is not None:
             self._received([], error)
+        return 0
+
+
+@cython.freelist(16)
+cdef class CallSlot:
+    """One call in flight on a blocking-socket connection: its answer (or
+    error) once ``done``, and the ``concurrent.futures.Future`` of a
+    ``go()`` call."""
+
+    def __init__(self, method, future, deadline):
+        self.done = False
+        self.method = method
+        self.future = future
+        self.deadline = deadline
+
+
+cdef class SyncCore:
+    """The per-call path of the blocking-socket client (base of
+    ``client._SyncConnection``).
+
+    :meth:`call_plain` makes a call with no deadline, kwargs or metadata
+    when no other thread is reading the socket: it sends, then reads until
+    its answer is in, completing any other thread's answers on the way
+    through the Python side (``_handle_frames``).  Anything else takes the
+    general path (``_call``: ``send_request`` + ``wait``).
+    """
+
+    def call_plain(self, method, args):
+        """Call ``method`` with positional ``args``; return its result."""
+        cdef CallSlot slot
+        cdef unsigned long long rid
+        cdef FrameWriter writer
+        if not self.alive or self._timeout_mode is not None or not self.recv_lock.acquire(False):
+            return self._call(method, args)
+        slot = self._plain_slot
+        try:
+            # recv_lock, then send_lock: the order every path takes both in.
+            self.send_lock.acquire()
+            try:
+                if not self.alive:
+                    return self._call(method, args)  # raises Unavailable
+                rid = self.next_id + 1
+                while rid > 0xFFFFFFFF or rid in self.pending:
+                    rid = 1 if rid > 0xFFFFFFFF else rid + 1
+                self.next_id = rid
+                writer = self.writer
+                writer._write_request(rid, self.methods.get(method, method), args, None, None, None, False)
+                slot.done = False
+                slot.value = None
+                slot.error = None
+                slot.method = method
+                self.pending[rid] = slot
+                try:
+                    self.sock.sendall(writer._take_buffer())
+                except OSError as exc:
+                    self.broken(f"connection lost while sending: {exc}")
+            finally:
+                self.send_lock.release()
+            try:
+                while not slot.done:
+                    self._read_plain()
+            except BaseException:
+                # Interrupted: this slot is reused, so no later answer may
+                # find it under this id.
+                if self.pending.get(rid) is slot:
+                    del self.pending[rid]
+                raise
+        finally:
+            self.recv_lock.release()
+            if self.waiters:
+                self._wake()
+        if slot.error is not None:
+            raise slot.error
+        return slot.value
+
+    cdef int _read_plain(self) except -1:
+        cdef Py_ssize_t i = 0
+        cdef Py_ssize_t n
+        cdef Frame f
+        cdef dict pending = self.pending
+        cdef FrameParser parser = self.parser
+        cdef CallSlot slot = self._plain_slot
+        buf = parser._get_buffer()
+        try:
+            got = self.sock.recv_into(buf)
+        except OSError as exc:
+            self.broken(f"connection lost: {exc}")
+            return 0
+        if not got:
+            self.broken("connection closed by server")
+            return 0
+        error = None
+        try:
+            frames = parser._buffer_updated(got)
+        except FrameError as exc:
+            frames = exc.frames
+            error = exc
+        n = PyList_GET_SIZE(frames)
+        while i < n:
+            f = <Frame>PyList_GET_ITEM(frames, i)
+            if f.type is not RESPONSE or f.error is not None or pending.get(f.request_id) is not slot:
+                break
+            del pending[f.request_id]
+            slot.value = f.value
+            slot.done = True
+            i += 1
+        if i < n or error is not None:
+            self._handle_frames(frames[i:] if i else frames, error, False)
         return 0

@@ -3,8 +3,9 @@ connection.
 
 The twin of the compiled ``_protocol.pyx`` (same classes, same behaviour);
 ``_impl.py`` picks one of the two.  :class:`ServerCore` is the base of
-``server.ServerConnection`` and :class:`ClientCore` the base of
-``protocol.ClientProtocol``.  Each handles the frames that make up nearly
+``server.ServerConnection``, :class:`ClientCore` the base of
+``protocol.ClientProtocol`` and :class:`SyncCore` the base of
+``client._SyncConnection``.  Each handles the frames that make up nearly
 all traffic (a request for a sync handler, by index; a response) in one
 tight loop; the first frame that needs anything else and every frame after
 it go to the glue in ``server.py`` / ``protocol.py``, in order.
@@ -16,7 +17,7 @@ from typing import Any, List, Optional
 
 from .errors import EncodeError, FrameError, FrameTooLarge
 
-__all__ = ["ClientCore", "ServerCore"]
+__all__ = ["CallSlot", "ClientCore", "ServerCore", "SyncCore"]
 
 _REQUEST = 1
 _RESPONSE = 2
@@ -156,3 +157,105 @@ class ClientCore:
             self._received(frames[i:], error)
         elif error is not None:
             self._received([], error)
+
+
+class CallSlot:
+    """One call in flight on a blocking-socket connection: its answer (or
+    error) once ``done``, and the ``concurrent.futures.Future`` of a
+    ``go()`` call."""
+
+    __slots__ = ("done", "value", "error", "future", "deadline", "method")
+
+    def __init__(self, method: Any, future: Any, deadline: Any) -> None:
+        self.done = False
+        self.value: Any = None
+        self.error: Optional[BaseException] = None
+        self.future = future
+        self.deadline = deadline
+        self.method = method
+
+
+class SyncCore:
+    """The per-call path of the blocking-socket client (base of
+    ``client._SyncConnection``).
+
+    :meth:`call_plain` makes a call with no deadline, kwargs or metadata
+    when no other thread is reading the socket: it sends, then reads until
+    its answer is in, completing any other thread's answers on the way
+    through the Python side (``_handle_frames``).  Anything else takes the
+    general path (``_call``: ``send_request`` + ``wait``).
+    """
+
+    def call_plain(self, method: str, args: Any) -> Any:
+        """Call ``method`` with positional ``args``; return its result."""
+        if not self.alive or self._timeout_mode is not None or not self.recv_lock.acquire(False):
+            return self._call(method, args)
+        slot = self._plain_slot
+        try:
+            # recv_lock, then send_lock: the order every path takes both in.
+            with self.send_lock:
+                if not self.alive:
+                    return self._call(method, args)  # raises Unavailable
+                pending = self.pending
+                rid = self.next_id + 1
+                while rid > 0xFFFFFFFF or rid in pending:
+                    rid = 1 if rid > 0xFFFFFFFF else rid + 1
+                self.next_id = rid
+                self.writer.write_request(rid, self.methods.get(method, method), args)
+                slot.done = False
+                slot.value = None
+                slot.error = None
+                slot.method = method
+                pending[rid] = slot
+                try:
+                    self.sock.sendall(self.writer.take_buffer())
+                except OSError as exc:
+                    self.broken(f"connection lost while sending: {exc}")
+            try:
+                while not slot.done:
+                    self._read_plain()
+            except BaseException:
+                # Interrupted: this slot is reused, so no later answer may
+                # find it under this id.
+                if self.pending.get(rid) is slot:
+                    del self.pending[rid]
+                raise
+        finally:
+            self.recv_lock.release()
+            if self.waiters:
+                self._wake()
+        if slot.error is not None:
+            raise slot.error
+        return slot.value
+
+    def _read_plain(self) -> None:
+        parser = self.parser
+        buf = parser.get_buffer(-1)
+        try:
+            got = self.sock.recv_into(buf)
+        except OSError as exc:
+            self.broken(f"connection lost: {exc}")
+            return
+        if not got:
+            self.broken("connection closed by server")
+            return
+        error = None
+        try:
+            frames = parser.buffer_updated(got)
+        except FrameError as exc:
+            frames = exc.frames
+            error = exc
+        pending = self.pending
+        slot = self._plain_slot
+        i = 0
+        n = len(frames)
+        while i < n:
+            f = frames[i]
+            if f.type != _RESPONSE or f.error is not None or pending.get(f.request_id) is not slot:
+                break
+            del pending[f.request_id]
+            slot.value = f.value
+            slot.done = True
+            i += 1
+        if i < n or error is not None:
+            self._handle_frames(frames[i:] if i else frames, error, False)

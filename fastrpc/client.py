@@ -23,7 +23,8 @@ from typing import Any, Callable, Dict, List, Optional, Union
 
 from . import _wire as W
 from ._address import Address, parse_address
-from ._impl import FrameParser, FrameWriter
+from ._impl import CallSlot as _Slot
+from ._impl import FrameParser, FrameWriter, SyncCore
 from .errors import (
     DeadlineExceeded,
     FastRPCError,
@@ -295,25 +296,17 @@ async def connect(address: Union[str, Address], **options: Any) -> AsyncClient:
 # Synchronous client
 
 
-class _Slot:
-    """One call in flight on a sync connection."""
+class _SyncConnection(SyncCore):
+    """One blocking-socket connection, shared by the threads of a Client.
 
-    __slots__ = ("done", "value", "error", "future", "deadline", "method")
-
-    def __init__(self, method: str, future: Optional[concurrent.futures.Future], deadline: Optional[float]) -> None:
-        self.done = False
-        self.value: Any = None
-        self.error: Optional[BaseException] = None
-        self.future = future
-        self.deadline = deadline
-        self.method = method
-
-
-class _SyncConnection:
-    """One blocking-socket connection, shared by the threads of a Client."""
+    :class:`SyncCore` (compiled, or its pure twin) makes the plain calls of
+    a caller that finds the socket free (``call_plain``); everything else
+    goes through :meth:`send_request` and :meth:`wait` here.
+    """
 
     def __init__(self, address: Address, connect_timeout: float, max_frame_size: int) -> None:
         self.address = address
+        self._plain_slot = _Slot("", None, None)
         self.parser = FrameParser(max_frame_size=max_frame_size)
         self.writer = FrameWriter(max_frame_size=max_frame_size)
         self.send_lock = threading.Lock()
@@ -408,6 +401,10 @@ class _SyncConnection:
             except OSError as exc:
                 self.broken(f"connection lost while sending: {exc}")
 
+    def _call(self, method: str, args: Any) -> Any:
+        rid, slot = self.send_request(method, args, None, None, None, None)
+        return self.wait(rid, slot)
+
     # -- receiving -------------------------------------------------------------------
 
     def wait(self, rid: int, slot: _Slot) -> Any:
@@ -491,6 +488,10 @@ class _SyncConnection:
         except FrameError as exc:
             frames = exc.frames
             error = exc
+        self._handle_frames(frames, error, handshake)
+        return True
+
+    def _handle_frames(self, frames: Any, error: Optional[BaseException], handshake: bool) -> None:
         pending = self.pending
         for f in frames:
             t = f.type
@@ -527,11 +528,9 @@ class _SyncConnection:
                 error = FrameError(f"unexpected {W.MsgType(t).name} frame from server")
                 break
         if error is not None:
-            if handshake:
-                self.broken(f"protocol error: {error}")
-                raise error
             self.broken(f"protocol error: {error}")
-        return True
+            if handshake:
+                raise error
 
     def _complete(self, slot: _Slot, value: Any, error: Optional[BaseException]) -> None:
         slot.value = value
@@ -707,7 +706,11 @@ class Client:
         """
         if timeout is _UNSET:
             timeout = self.timeout
-        conn = self._connection()
+        conn = self._conn
+        if conn is None or not conn.alive or conn.goaway:
+            conn = self._connection()
+        if timeout is None and metadata is None and not kwargs:
+            return conn.call_plain(method, args)
         rid, slot = conn.send_request(method, args, kwargs or None, timeout, metadata, None)
         return conn.wait(rid, slot)
 
