@@ -20,7 +20,7 @@ from cpython.object cimport PyObject
 
 from fastrpc._framing cimport Frame, FrameParser, FrameWriter
 
-from .errors import EncodeError, FrameError, FrameTooLarge
+from .errors import EncodeError, FrameError, FrameTooLarge, Unavailable
 
 __all__ = ["CallSlot", "ClientCore", "ServerCore", "SyncCore"]
 
@@ -217,7 +217,7 @@ cdef class SyncCore:
             self.send_lock.acquire()
             try:
                 if not self.alive:
-                    return self._call(method, args)  # raises Unavailable
+                    raise Unavailable(self.lost_reason or "connection is closed")
                 rid = self.next_id + 1
                 while rid > 0xFFFFFFFF or rid in self.pending:
                     rid = 1 if rid > 0xFFFFFFFF else rid + 1
@@ -238,6 +238,10 @@ cdef class SyncCore:
             try:
                 while not slot.done:
                     self._read_plain()
+                # Taken while recv_lock is held: the next plain call resets
+                # the slot as soon as it is released.
+                value = slot.value
+                error = slot.error
             except BaseException:
                 # Interrupted: this slot is reused, so no later answer may
                 # find it under this id.
@@ -248,9 +252,9 @@ cdef class SyncCore:
             self.recv_lock.release()
             if self.waiters:
                 self._wake()
-        if slot.error is not None:
-            raise slot.error
-        return slot.value
+        if error is not None:
+            raise error
+        return value
 
     cdef int _read_plain(self) except -1:
         cdef Py_ssize_t i = 0

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Any, List, Optional
 
-from .errors import EncodeError, FrameError, FrameTooLarge
+from .errors import EncodeError, FrameError, FrameTooLarge, Unavailable
 
 __all__ = ["CallSlot", "ClientCore", "ServerCore", "SyncCore"]
 
@@ -195,7 +195,7 @@ class SyncCore:
             # recv_lock, then send_lock: the order every path takes both in.
             with self.send_lock:
                 if not self.alive:
-                    return self._call(method, args)  # raises Unavailable
+                    raise Unavailable(self.lost_reason or "connection is closed")
                 pending = self.pending
                 rid = self.next_id + 1
                 while rid > 0xFFFFFFFF or rid in pending:
@@ -214,6 +214,10 @@ class SyncCore:
             try:
                 while not slot.done:
                     self._read_plain()
+                # Taken while recv_lock is held: the next plain call resets
+                # the slot as soon as it is released.
+                value = slot.value
+                error = slot.error
             except BaseException:
                 # Interrupted: this slot is reused, so no later answer may
                 # find it under this id.
@@ -224,9 +228,9 @@ class SyncCore:
             self.recv_lock.release()
             if self.waiters:
                 self._wake()
-        if slot.error is not None:
-            raise slot.error
-        return slot.value
+        if error is not None:
+            raise error
+        return value
 
     def _read_plain(self) -> None:
         parser = self.parser

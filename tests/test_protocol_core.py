@@ -369,3 +369,145 @@ def test_client_reads_the_clock_only_for_keepalive(impl, keepalive):
         h.proto.abort()
 
     asyncio.run(main())
+
+
+# --------------------------------------------------------------------------
+# sync client core
+
+
+@pytest.fixture(scope="module")
+def live_server():
+    """A fastrpc server on a loop in a background thread."""
+    import threading
+
+    loop = asyncio.new_event_loop()
+    server = S.Server()
+    server.register(Service(), "S")
+    address = loop.run_until_complete(server.start("tcp://127.0.0.1:0"))
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    yield address
+    asyncio.run_coroutine_threadsafe(server.shutdown(grace=0), loop).result(10)
+    loop.call_soon_threadsafe(loop.stop)
+    thread.join(10)
+    loop.close()
+
+
+def _sync_client(impl: Any, address: str) -> Any:
+    from fastrpc import client as C
+    from fastrpc._address import parse_address
+
+    cls = _with_core(C._SyncConnection, impl.protocol.SyncCore)
+    client = C.Client(address, lazy=True)
+    client._conn = cls(parse_address(address), 5.0, W.DEFAULT_MAX_FRAME_SIZE)
+    return client
+
+
+def _in_thread(fn: Any, timeout: float = 10.0) -> Any:
+    import concurrent.futures
+
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(fn).result(timeout)  # a deadlock fails here, not forever
+
+
+def test_sync_plain_calls_from_many_threads(impl, live_server):
+    import concurrent.futures
+
+    client = _sync_client(impl, live_server)
+    try:
+        def worker(k: int) -> List[Any]:
+            return [client.call("S.add", k, i) == k + i for i in range(1000)]
+
+        import sys
+
+        old = sys.getswitchinterval()
+        sys.setswitchinterval(1e-6)  # switch threads as often as possible: races show
+        try:
+            with concurrent.futures.ThreadPoolExecutor(6) as pool:
+                results = list(pool.map(worker, range(6), timeout=60))
+        finally:
+            sys.setswitchinterval(old)
+        assert all(all(r) for r in results)
+        assert client._conn.pending == {}
+    finally:
+        client.close()
+
+
+def test_sync_connection_lost_between_the_locks_raises_unavailable(impl, live_server):
+    from fastrpc.errors import Unavailable
+
+    client = _sync_client(impl, live_server)
+    conn = client._conn
+    real = conn.send_lock
+
+    class BreakingLock:
+        # The connection dies while the caller waits for the send lock.
+        def acquire(self, *args: Any) -> bool:
+            conn.broken("gone")
+            return real.acquire(*args)
+
+        def release(self) -> None:
+            real.release()
+
+        __enter__ = acquire
+
+        def __exit__(self, *exc: Any) -> None:
+            real.release()
+
+    conn.send_lock = BreakingLock()
+
+    def call() -> Any:
+        with pytest.raises(Unavailable):
+            conn.call_plain("S.add", (1, 2))
+        return True
+
+    assert _in_thread(call)
+    assert not conn.recv_lock.locked() and not real.locked()
+
+
+def test_sync_interrupted_read_leaves_no_stale_slot(impl, live_server):
+    client = _sync_client(impl, live_server)
+    conn = client._conn
+    real = conn.sock
+
+    class Interrupting:
+        def __init__(self) -> None:
+            self.armed = True
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(real, name)
+
+        def recv_into(self, buf: Any, *args: Any) -> int:
+            if self.armed:
+                self.armed = False
+                raise KeyboardInterrupt
+            return real.recv_into(buf, *args)
+
+    conn.sock = Interrupting()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            client.call("S.add", 1, 1)
+        assert conn.pending == {}
+        assert not conn.recv_lock.locked()
+        # The interrupted call's answer arrives first and must be dropped,
+        # not handed to the next call.
+        assert client.call("S.add", 20, 1) == 21
+        assert client.call("S.add", 30, 1) == 31
+    finally:
+        conn.sock = real
+        client.close()
+
+
+def test_sync_plain_call_falls_back_when_the_socket_is_busy(impl, live_server):
+    client = _sync_client(impl, live_server)
+    conn = client._conn
+    try:
+        assert client.call("S.add", 1, 2, timeout=5.0) == 3  # deadline: general path
+        assert client.call("S.add", 2, 2) == 4
+        conn.recv_lock.acquire()  # another thread is the reader
+        fut = client.go("S.add", 3, 2)  # answered by the go() reader once it can read
+        conn.recv_lock.release()
+        assert fut.result(10) == 5
+        assert client.call("S.add", 4, 2) == 6
+    finally:
+        client.close()
