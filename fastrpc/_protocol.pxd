@@ -30,9 +30,17 @@ cdef class ClientCore:
     cdef public FrameParser _parser
     cdef public FrameWriter _writer
     cdef public dict _pending           # futures of calls in flight, by id
+    cdef public dict methods            # method name -> index, from the handshake
+    cdef public unsigned long long _next_id
+    cdef public object _flush_handle    # the scheduled flush (or None)
+    cdef public bint _closing
+    cdef public bint _write_paused
+    cdef public bint peer_goaway        # the server said GOAWAY
     cdef public bint _track_seen        # keepalive needs _last_seen
     cdef public double _last_seen
     cdef public bint _ping_sent
+
+    cdef unsigned long long _new_id(self) except 0
 
     cdef int _dispatch(self, list frames, object error) except -1
 

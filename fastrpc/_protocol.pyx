@@ -20,6 +20,8 @@ from cpython.object cimport PyObject
 
 from fastrpc._framing cimport Frame, FrameParser, FrameWriter
 
+from asyncio import CancelledError
+
 from .errors import EncodeError, FrameError, FrameTooLarge, Unavailable
 
 __all__ = ["CallSlot", "ClientCore", "ServerCore", "SyncCore"]
@@ -134,8 +136,57 @@ cdef class ClientCore:
     """The per-call path of the client end of a connection.
 
     Subclasses provide ``_received(frames, error)``, which handles every
-    frame the core does not (errors, control frames, protocol errors).
+    frame the core does not (errors, control frames, protocol errors), and
+    ``_call_with_timeout``, ``_cancel_call``, ``_schedule_flush`` and
+    ``drain`` for :meth:`call`.
     """
+
+    async def call(self, method, args, kwargs=None, timeout=None, metadata=None):
+        """Send one call and wait for its result."""
+        cdef unsigned long long rid
+        cdef FrameWriter writer
+        if self._closing or self._transport is None:
+            raise Unavailable(self.lost_reason or "connection is closed")
+        if self.peer_goaway:
+            raise Unavailable(self.lost_reason or "server is shutting down (goaway)")
+        if timeout is not None:
+            return await self._call_with_timeout(method, args, kwargs, timeout, metadata)
+        rid = self._new_id()
+        writer = self._writer
+        writer._write_request(rid, self.methods.get(method, method), args, kwargs, None, metadata, False)
+        fut = self._loop.create_future()
+        pending = self._pending
+        if not pending and self._flush_handle is None:
+            # Nothing in flight: a sequential caller.  Send now rather than
+            # one loop iteration later; with calls in flight, writes made in
+            # the same tick are coalesced into one.
+            pending[rid] = fut
+            self._transport.write(writer._take_buffer())
+        else:
+            pending[rid] = fut
+            self._schedule_flush()
+        if self._write_paused:
+            await self.drain()
+        try:
+            return await fut
+        except CancelledError:
+            self._cancel_call(rid, fut)
+            raise
+
+    def _next_request_id(self):
+        """A request id not in flight (for the Python side's calls)."""
+        return self._new_id()
+
+    cdef unsigned long long _new_id(self) except 0:
+        cdef unsigned long long rid = self._next_id + 1
+        if rid > 0xFFFFFFFF:
+            rid = 1
+        while rid in self._pending:  # wrapped around onto a call still in flight
+            rid += 1
+            if rid > 0xFFFFFFFF:
+                rid = 1
+        self._next_id = rid
+        return rid
 
     def get_buffer(self, sizehint):
         return self._parser._get_buffer()

@@ -13,6 +13,7 @@ it go to the glue in ``server.py`` / ``protocol.py``, in order.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any, List, Optional
 
 from .errors import EncodeError, FrameError, FrameTooLarge, Unavailable
@@ -115,8 +116,60 @@ class ClientCore:
 
     Subclasses set the attributes declared in ``_protocol.pxd`` and provide
     ``_received(frames, error)``, which handles every frame the core does
-    not (errors, control frames, protocol errors).
+    not (errors, control frames, protocol errors), and
+    ``_call_with_timeout``, ``_cancel_call``, ``_schedule_flush`` and
+    ``drain`` for :meth:`call`.
     """
+
+    async def call(
+        self,
+        method: str,
+        args: Any,
+        kwargs: Optional[dict] = None,
+        timeout: Optional[float] = None,
+        metadata: Optional[dict] = None,
+    ) -> Any:
+        """Send one call and wait for its result."""
+        if self._closing or self._transport is None:
+            raise Unavailable(self.lost_reason or "connection is closed")
+        if self.peer_goaway:
+            raise Unavailable(self.lost_reason or "server is shutting down (goaway)")
+        if timeout is not None:
+            return await self._call_with_timeout(method, args, kwargs, timeout, metadata)
+        rid = self._new_id()
+        writer = self._writer
+        writer.write_request(rid, self.methods.get(method, method), args, kwargs, metadata=metadata)
+        fut = self._loop.create_future()
+        pending = self._pending
+        if not pending and self._flush_handle is None:
+            # Nothing in flight: a sequential caller.  Send now rather than
+            # one loop iteration later; with calls in flight, writes made in
+            # the same tick are coalesced into one.
+            pending[rid] = fut
+            self._transport.write(writer.take_buffer())
+        else:
+            pending[rid] = fut
+            self._schedule_flush()
+        if self._write_paused:
+            await self.drain()
+        try:
+            return await fut
+        except asyncio.CancelledError:
+            self._cancel_call(rid, fut)
+            raise
+
+    def _new_id(self) -> int:
+        rid = self._next_id + 1
+        if rid > 0xFFFFFFFF:
+            rid = 1
+        while rid in self._pending:  # wrapped around onto a call still in flight
+            rid += 1
+            if rid > 0xFFFFFFFF:
+                rid = 1
+        self._next_id = rid
+        return rid
+
+    _next_request_id = _new_id
 
     def get_buffer(self, sizehint: int) -> Any:
         return self._parser.get_buffer(sizehint)

@@ -360,44 +360,20 @@ class ClientProtocol(ClientCore, BaseProtocol):
 
     # -- calls -------------------------------------------------------------------
 
-    def _new_id(self) -> int:
-        rid = self._next_id + 1
-        if rid > 0xFFFFFFFF:
-            rid = 1
-        while rid in self._pending:  # wrapped around onto a call still in flight
-            rid += 1
-            if rid > 0xFFFFFFFF:
-                rid = 1
-        self._next_id = rid
-        return rid
-
-    async def call(
-        self,
-        method: str,
-        args: Any,
-        kwargs: Optional[dict] = None,
-        timeout: Optional[float] = None,
-        metadata: Optional[dict] = None,
+    async def _call_with_timeout(
+        self, method: str, args: Any, kwargs: Optional[dict], timeout: float, metadata: Optional[dict]
     ) -> Any:
-        """Send one call and wait for its result."""
-        if self._closing or self._transport is None:
-            raise Unavailable(self.lost_reason or "connection is closed")
-        if self.peer_goaway:
-            raise Unavailable(self.lost_reason or "server is shutting down (goaway)")
-        deadline = None
-        if timeout is not None:
-            if timeout <= 0:
-                raise DeadlineExceeded(f"deadline of {timeout}s already passed before {method} was sent")
-            deadline = int(timeout * 1_000_000)
-        rid = self._new_id()
-        self._writer.write_request(rid, self.methods.get(method, method), args, kwargs, deadline=deadline, metadata=metadata)
+        # ClientCore.call with a deadline, which the server also enforces.
+        if timeout <= 0:
+            raise DeadlineExceeded(f"deadline of {timeout}s already passed before {method} was sent")
+        rid = self._next_request_id()
+        self._writer.write_request(
+            rid, self.methods.get(method, method), args, kwargs, deadline=int(timeout * 1_000_000), metadata=metadata
+        )
         loop = self._loop
         fut = loop.create_future()
         pending = self._pending
         if not pending and self._flush_handle is None:
-            # Nothing in flight: a sequential caller.  Send now rather than
-            # one loop iteration later; with calls in flight, writes made in
-            # the same tick are coalesced into one.
             pending[rid] = fut
             self._flush()
         else:
@@ -405,12 +381,6 @@ class ClientProtocol(ClientCore, BaseProtocol):
             self._schedule_flush()
         if self._write_paused:
             await self.drain()
-        if timeout is None:
-            try:
-                return await fut
-            except asyncio.CancelledError:
-                self._cancel_call(rid, fut)
-                raise
         timer = loop.call_later(timeout, self._expire, rid, fut, method, timeout)
         try:
             return await fut

@@ -511,3 +511,39 @@ def test_sync_plain_call_falls_back_when_the_socket_is_busy(impl, live_server):
         assert client.call("S.add", 4, 2) == 6
     finally:
         client.close()
+
+
+def test_client_core_call_is_a_coroutine_and_cancel_reaches_the_server(impl):
+    async def main():
+        h = ClientHarness(impl)
+        h.transport.writes.clear()
+        coro = h.proto.call("S.add", [1, 2])
+        assert asyncio.iscoroutine(coro)
+        task = asyncio.create_task(coro)
+        await asyncio.sleep(0)
+        sent = _frames_after_preface(h.transport.writes)
+        assert [(f.type, f.method, f.value) for f in sent] == [(W.MsgType.REQUEST, 0, [1, 2])]
+        rid = sent[0].request_id
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await asyncio.sleep(0)
+        sent = _frames_after_preface(h.transport.writes)
+        assert (sent[-1].type, sent[-1].request_id) == (W.MsgType.CANCEL, rid)
+        assert h.proto.in_flight == 0
+        # a late answer for the cancelled call is dropped
+        h.writer.write_response(rid, 3)
+        h.feed(h.writer.take())
+        # calls with a deadline take the Python path, and time out
+        from fastrpc.errors import DeadlineExceeded
+
+        with pytest.raises(DeadlineExceeded):
+            await h.proto.call("S.add", [1, 2], None, 0.01)
+        assert h.proto.in_flight == 0
+
+    asyncio.run(main())
+
+
+def _frames_after_preface(writes: List[bytes]) -> List[Any]:
+    parser = FrameParser(expect_preface=False)
+    return parser.feed(b"".join(writes))
