@@ -95,6 +95,9 @@ class FakeTransport:
     def write(self, data: Any) -> None:
         self.loop.call_soon(self.deliver)
 
+    def writelines(self, chunks: Any) -> None:
+        self.loop.call_soon(self.deliver)
+
     def get_extra_info(self, name: str, default: Any = None) -> Any:
         return default
 

@@ -17,12 +17,22 @@ from cpython.pyport cimport PY_SSIZE_T_MAX
 # ``data[0:length]`` holds the bytes written so far.  ``fixed`` is optional
 # caller-owned storage (for instance a stack array) used until the buffer
 # outgrows it; anything else ``data`` points to is malloc'd and owned here.
+#
+# ``refs``, when not NULL, is a Python list owned by the buffer's owner (a
+# FrameWriter): the encoder then writes only the header of a ``bytes`` value
+# of at least BIN_REF_MIN bytes and appends ``(offset, value)`` to the list;
+# the value goes out by reference, its bytes logically at ``offset``.
 
 cdef struct WBuf:
     char* data
     Py_ssize_t length
     Py_ssize_t capacity
     char* fixed
+    void* refs
+
+
+cdef enum:
+    BIN_REF_MIN = 64 * 1024
 
 
 cdef inline void wbuf_init(WBuf* b, char* fixed, Py_ssize_t size) noexcept:
@@ -30,6 +40,7 @@ cdef inline void wbuf_init(WBuf* b, char* fixed, Py_ssize_t size) noexcept:
     b.length = 0
     b.capacity = size if fixed != NULL else 0
     b.fixed = fixed
+    b.refs = NULL
 
 
 cdef inline void wbuf_release(WBuf* b) noexcept:

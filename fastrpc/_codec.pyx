@@ -381,6 +381,13 @@ cdef inline int _pack_bin_data(WBuf* buf, const char* data, Py_ssize_t n) except
     return 0
 
 
+cdef int _pack_bin_ref(WBuf* buf, bytes data) except -1:
+    # Immutable, so it can be sent later as it is: only the header is copied.
+    _pack_bin_header(buf, PyBytes_GET_SIZE(data))
+    (<list>buf.refs).append((buf.length, data))
+    return 0
+
+
 cdef int _pack_bin_obj(WBuf* buf, object data) except -1:
     """bytes subclasses, bytearray, memoryview (and anything that claims to
     be one of them), as ``_pack_bin`` of the pure twin."""
@@ -613,6 +620,8 @@ cdef int _pack(Encoder enc, WBuf* buf, object obj, Py_ssize_t depth) except -1:
     if PyFloat_CheckExact(obj):
         return _pack_double(buf, PyFloat_AS_DOUBLE(obj))
     if PyBytes_CheckExact(obj):
+        if buf.refs != NULL and PyBytes_GET_SIZE(obj) >= BIN_REF_MIN:
+            return _pack_bin_ref(buf, obj)
         return _pack_bin_data(buf, PyBytes_AS_STRING(obj), PyBytes_GET_SIZE(obj))
     if PyList_CheckExact(obj):
         return _pack_list(enc, buf, <list>obj, depth)

@@ -43,6 +43,23 @@ _unpack_d = struct.Struct(">d").unpack_from
 
 _FIXEXT = {1: 0xD4, 2: 0xD5, 4: 0xD6, 8: 0xD7, 16: 0xD8}
 
+#: ``bytes`` values at least this long are held by reference in a RefBuffer
+BIN_REF_MIN = 64 * 1024
+
+
+class RefBuffer(bytearray):
+    """Output buffer of the pure FrameWriter (the compiled one's ``WBuf``
+    with ``refs``): while ``refs`` is a list, the encoder writes only the
+    header of a ``bytes`` value of at least :data:`BIN_REF_MIN` bytes and
+    appends ``(offset, value)`` to it; the value goes out by reference, its
+    bytes logically at ``offset``."""
+
+    __slots__ = ("refs",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.refs: Optional[list] = []
+
 
 class Encoder:
     """Encodes Python values as msgpack.
@@ -98,7 +115,11 @@ class Encoder:
         elif t is float:
             buf += b"\xcb" + _pack_d(obj)
         elif t is bytes:
-            _pack_bin(buf, obj)
+            if len(obj) >= BIN_REF_MIN and type(buf) is RefBuffer and buf.refs is not None:
+                _pack_bin_header(buf, len(obj))
+                buf.refs.append((len(buf), obj))
+            else:
+                _pack_bin(buf, obj)
         elif t is list or t is tuple:
             self._pack_array(buf, obj, depth)
         elif t is dict:
@@ -222,7 +243,11 @@ def _pack_str(buf: bytearray, s: str) -> None:
 def _pack_bin(buf: bytearray, data: Any) -> None:
     if isinstance(data, memoryview):
         data = data.tobytes()
-    n = len(data)
+    _pack_bin_header(buf, len(data))
+    buf += data
+
+
+def _pack_bin_header(buf: bytearray, n: int) -> None:
     if n <= 0xFF:
         buf += b"\xc4" + _pack_B(n)
     elif n <= 0xFFFF:
@@ -231,7 +256,6 @@ def _pack_bin(buf: bytearray, data: Any) -> None:
         buf += b"\xc6" + _pack_I(n)
     else:
         raise EncodeError("bytes too long for msgpack")
-    buf += data
 
 
 def _pack_ext(buf: bytearray, code: int, data: bytes) -> None:

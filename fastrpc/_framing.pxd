@@ -118,6 +118,8 @@ cdef class FrameParser:
 
 cdef class FrameWriter:
     cdef WBuf _buf                      # frames written so far
+    cdef list _refs                     # (offset, bytes) sent by reference (_buf.refs)
+    cdef Py_ssize_t _ref_bytes          # their total size
     cdef uint64_t _max_frame_size
     cdef object _max_frame_size_obj
     cdef object _encoder                # the encoder object given (or made)
@@ -130,5 +132,9 @@ cdef class FrameWriter:
                             object deadline, object metadata, bint notify) except -1
     cdef object _take_buffer(self)
     cdef int _write_frame(self, object mtype, object request_id, object value) except -1
-    cdef int _finish(self, Py_ssize_t start, unsigned int mtype, int mtype_bad, unsigned int flags,
-                     unsigned int method, uint32_t request_id, int request_id_bad) except -1
+    cdef int _finish(self, Py_ssize_t start, Py_ssize_t k0, unsigned int mtype, int mtype_bad,
+                     unsigned int flags, unsigned int method, uint32_t request_id,
+                     int request_id_bad) except -1
+    cdef int _reset(self) except -1
+    cdef bytes _joined(self)
+    cdef list _take_chunks(self)

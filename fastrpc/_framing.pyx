@@ -865,6 +865,9 @@ cdef class FrameWriter:
         self._buf.length = 0
         self._buf.capacity = 0
         self._buf.fixed = NULL
+        self._refs = []
+        self._buf.refs = <void*>self._refs
+        self._ref_bytes = 0
         self._max_frame_size = W.DEFAULT_MAX_FRAME_SIZE
         self._max_frame_size_obj = DEFAULT_MAX_FRAME_SIZE
 
@@ -896,20 +899,55 @@ cdef class FrameWriter:
         self._cenc = value if isinstance(value, Encoder) else None
 
     def __len__(self):
-        return self._buf.length
+        return self._buf.length + self._ref_bytes
+
+    @property
+    def chunked(self):
+        """True when a ``bytes`` value of 64 KiB or more is held by reference:
+        :meth:`take_chunks` then sends it with no copy (``writelines``)."""
+        return self._ref_bytes != 0
 
     cdef int _check_idle(self) except -1:
         if self._busy:
             raise RuntimeError("FrameWriter used while it is writing a frame (from an encoder hook)")
         return 0
 
+    cdef int _reset(self) except -1:
+        # Empty, after the contents were handed out.
+        self._buf.length = 0
+        if self._ref_bytes:
+            del self._refs[:]
+            self._ref_bytes = 0
+        if self._buf.capacity > RETAIN_WRITE:
+            wbuf_release(&self._buf)
+        return 0
+
     def take(self):
         """Return everything written so far and empty the buffer."""
         self._check_idle()
-        out = PyBytes_FromStringAndSize(self._buf.data, self._buf.length)
-        self._buf.length = 0
-        if self._buf.capacity > RETAIN_WRITE:
-            wbuf_release(&self._buf)
+        if self._ref_bytes:
+            out = self._joined()
+        else:
+            out = PyBytes_FromStringAndSize(self._buf.data, self._buf.length)
+        self._reset()
+        return out
+
+    cdef bytes _joined(self):
+        # The buffer with the referenced values copied into place.
+        cdef Py_ssize_t pos = 0
+        cdef Py_ssize_t off
+        cdef Py_ssize_t n
+        cdef char* p
+        cdef bytes out = PyBytes_FromStringAndSize(NULL, self._buf.length + self._ref_bytes)
+        p = PyBytes_AS_STRING(out)
+        for off, value in self._refs:
+            memcpy(p, self._buf.data + pos, <size_t>(off - pos))
+            p += off - pos
+            pos = off
+            n = PyBytes_GET_SIZE(value)
+            memcpy(p, PyBytes_AS_STRING(value), <size_t>n)
+            p += n
+        memcpy(p, self._buf.data + pos, <size_t>(self._buf.length - pos))
         return out
 
     def take_buffer(self):
@@ -917,12 +955,16 @@ cdef class FrameWriter:
         64 KiB is handed over without a copy, as a read-only memoryview of
         the writer's own memory (the writer starts a new buffer), so a large
         payload is copied once on the way out (into the frame), not twice.
+        Values held by reference (:attr:`chunked`) are copied in; use
+        :meth:`take_chunks` to send them without.
         """
         return self._take_buffer()
 
     cdef object _take_buffer(self):
         cdef _SentBuffer out
         self._check_idle()
+        if self._ref_bytes:
+            return self.take()
         if self._buf.length < ZERO_COPY_MIN or self._buf.data == NULL or self._buf.data == self._buf.fixed:
             data = PyBytes_FromStringAndSize(self._buf.data, self._buf.length)
             self._buf.length = 0
@@ -937,12 +979,38 @@ cdef class FrameWriter:
         self._buf.capacity = 0
         return memoryview(out)
 
+    def take_chunks(self):
+        """Everything written so far as a list of buffers, for
+        ``transport.writelines`` or ``socket.sendmsg``, and empty the buffer.
+
+        ``bytes`` values of 64 KiB or more appear as themselves (sent by
+        reference: no copy on this side at all); the rest as in
+        :meth:`take_buffer`.  Joined, the chunks equal :meth:`take`.
+        """
+        return self._take_chunks()
+
+    cdef list _take_chunks(self):
+        cdef Py_ssize_t pos = 0
+        cdef Py_ssize_t off
+        cdef list chunks
+        self._check_idle()
+        if not self._ref_bytes:
+            return [self._take_buffer()]
+        chunks = []
+        for off, value in self._refs:
+            if off > pos:
+                chunks.append(PyBytes_FromStringAndSize(self._buf.data + pos, off - pos))
+            chunks.append(value)
+            pos = off
+        if self._buf.length > pos:
+            chunks.append(PyBytes_FromStringAndSize(self._buf.data + pos, self._buf.length - pos))
+        self._reset()
+        return chunks
+
     def clear(self):
         """Drop everything written so far."""
         self._check_idle()
-        self._buf.length = 0
-        if self._buf.capacity > RETAIN_WRITE:
-            wbuf_release(&self._buf)
+        self._reset()
 
     def write_preface(self):
         """Append the 8-byte connection preface."""
@@ -966,10 +1034,18 @@ cdef class FrameWriter:
             PyBuffer_Release(&view)
         return 0
 
-    cdef int _finish(self, Py_ssize_t start, unsigned int mtype, int mtype_bad, unsigned int flags,
-                     unsigned int method, uint32_t request_id, int request_id_bad) except -1:
+    cdef int _finish(self, Py_ssize_t start, Py_ssize_t k0, unsigned int mtype, int mtype_bad,
+                     unsigned int flags, unsigned int method, uint32_t request_id,
+                     int request_id_bad) except -1:
+        # The frame starts at ``start`` in the buffer; its values held by
+        # reference are self._refs[k0:].
         cdef Py_ssize_t size = self._buf.length - start
+        cdef Py_ssize_t extra = 0
+        cdef Py_ssize_t i
         cdef char* p
+        for i in range(k0, len(self._refs)):
+            extra += PyBytes_GET_SIZE((<tuple>self._refs[i])[1])
+        size += extra
         if FASTRPC_DEBUG:
             assert 0 <= start and size >= HEADER_SIZE and self._buf.length <= self._buf.capacity, "writer state"
         if <uint64_t>size > self._max_frame_size:
@@ -984,6 +1060,7 @@ cdef class FrameWriter:
         p[5] = <char>flags
         store_be16(p + 6, <uint16_t>method)
         store_be32(p + 8, request_id)
+        self._ref_bytes += extra
         return 0
 
     def write_request(self, request_id, method, args, kwargs=None, *, deadline=None,
@@ -1006,6 +1083,7 @@ cdef class FrameWriter:
         cdef int overflow = 0
         cdef long long v
         cdef Py_ssize_t start, mstart, mlen
+        cdef Py_ssize_t k0 = len(self._refs)
         cdef uint64_t dl
         cdef char* p
         cdef unsigned int mtype
@@ -1043,7 +1121,12 @@ cdef class FrameWriter:
                     raise TypeError("metadata must be a dict")
                 mstart = self._buf.length
                 wbuf_put(&self._buf, 4)
-                self._encode_value(metadata)
+                # Metadata's length is taken from the buffer: no references.
+                self._buf.refs = NULL
+                try:
+                    self._encode_value(metadata)
+                finally:
+                    self._buf.refs = <void*>self._refs
                 mlen = self._buf.length - mstart - 4
                 if <uint64_t>mlen > 0xFFFFFFFFULL:
                     raise StructError("'I' format requires 0 <= number <= 4294967295")
@@ -1053,9 +1136,10 @@ cdef class FrameWriter:
             else:
                 self._encode_value(args)
             mtype = NOTIFY if notify else REQUEST
-            self._finish(start, mtype, ARG_OK, flags, method_index, rid, rid_bad)
+            self._finish(start, k0, mtype, ARG_OK, flags, method_index, rid, rid_bad)
         except BaseException:
             self._buf.length = start
+            del self._refs[k0:]
             raise
         finally:
             self._busy = False
@@ -1067,6 +1151,7 @@ cdef class FrameWriter:
         cdef uint32_t rid = 0
         cdef int rid_bad
         cdef Py_ssize_t start
+        cdef Py_ssize_t k0 = len(self._refs)
         self._check_idle()
         start = self._buf.length
         self._busy = True
@@ -1075,9 +1160,10 @@ cdef class FrameWriter:
             rid_bad = _u32_arg(request_id, "request_id", &rid)
             wbuf_put(&self._buf, HEADER_SIZE)
             self._encode_value(value)
-            self._finish(start, t, t_bad, 0, 0, rid, rid_bad)
+            self._finish(start, k0, t, t_bad, 0, 0, rid, rid_bad)
         except BaseException:
             self._buf.length = start
+            del self._refs[k0:]
             raise
         finally:
             self._busy = False

@@ -12,7 +12,7 @@ import threading
 from typing import Any, List, Optional, Tuple, Union
 
 from . import _wire as W
-from ._codec_py import Decoder, Encoder
+from ._codec_py import Decoder, Encoder, RefBuffer
 from .errors import (
     DecodeError,
     FrameError,
@@ -367,25 +367,66 @@ class FrameWriter:
             raise ValueError(f"max_frame_size must be in {W.HEADER_SIZE}..{W.MAX_FRAME_SIZE_LIMIT}")
         self.max_frame_size = max_frame_size
         self.encoder = encoder if encoder is not None else Encoder()
-        self._buf = bytearray()
+        self._buf = RefBuffer()
+        self._ref_bytes = 0
 
     def __len__(self) -> int:
-        return len(self._buf)
+        return len(self._buf) + self._ref_bytes
+
+    @property
+    def chunked(self) -> bool:
+        """True when a ``bytes`` value of 64 KiB or more is held by reference:
+        :meth:`take_chunks` then sends it with no copy (``writelines``)."""
+        return self._ref_bytes != 0
 
     def take(self) -> bytes:
         """Return everything written so far and empty the buffer."""
-        out = bytes(self._buf)
-        self._buf = bytearray()
+        buf = self._buf
+        if self._ref_bytes:
+            out = b"".join(self._chunks())
+        else:
+            out = bytes(buf)
+        self.clear()
         return out
+
+    def _chunks(self) -> List[Any]:
+        buf = self._buf
+        chunks: List[Any] = []
+        pos = 0
+        for off, value in buf.refs:
+            if off > pos:
+                chunks.append(bytes(buf[pos:off]))
+            chunks.append(value)
+            pos = off
+        if len(buf) > pos:
+            chunks.append(bytes(buf[pos:]))
+        return chunks
 
     def take_buffer(self) -> Any:
         """Like :meth:`take`, for ``transport.write`` (the compiled writer
-        hands large batches over without a copy; here it is :meth:`take`)."""
+        hands large batches over without a copy; here it is :meth:`take`).
+        Values held by reference (:attr:`chunked`) are copied in; use
+        :meth:`take_chunks` to send them without."""
         return self.take()
+
+    def take_chunks(self) -> List[Any]:
+        """Everything written so far as a list of buffers, for
+        ``transport.writelines`` or ``socket.sendmsg``, and empty the buffer.
+
+        ``bytes`` values of 64 KiB or more appear as themselves (sent by
+        reference: no copy on this side at all); the rest as in
+        :meth:`take_buffer`.  Joined, the chunks equal :meth:`take`.
+        """
+        if not self._ref_bytes:
+            return [self.take()]
+        chunks = self._chunks()
+        self.clear()
+        return chunks
 
     def clear(self) -> None:
         """Drop everything written so far."""
-        self._buf = bytearray()
+        self._buf = RefBuffer()
+        self._ref_bytes = 0
 
     def write_preface(self) -> None:
         """Append the 8-byte connection preface."""
@@ -411,6 +452,7 @@ class FrameWriter:
         """
         buf = self._buf
         start = len(buf)
+        k0 = len(buf.refs)
         flags = 0
         method_index = 0
         if isinstance(method, int) and not isinstance(method, bool):
@@ -445,15 +487,21 @@ class FrameWriter:
                     raise TypeError("metadata must be a dict")
                 mstart = len(buf)
                 buf += b"\0\0\0\0"
-                self.encoder.pack_into(buf, metadata)
+                # Metadata's length is taken from the buffer: no references.
+                refs, buf.refs = buf.refs, None
+                try:
+                    self.encoder.pack_into(buf, metadata)
+                finally:
+                    buf.refs = refs
                 buf[mstart : mstart + 4] = _pack_I(len(buf) - mstart - 4)
             if kwargs:
                 self.encoder.pack_into(buf, (args, kwargs))
             else:
                 self.encoder.pack_into(buf, args)
-            self._finish(start, W.MsgType.NOTIFY if notify else W.MsgType.REQUEST, flags, method_index, request_id)
+            self._finish(start, k0, W.MsgType.NOTIFY if notify else W.MsgType.REQUEST, flags, method_index, request_id)
         except BaseException:
             del buf[start:]
+            del buf.refs[k0:]
             raise
 
     def write_response(self, request_id: int, value: Any) -> None:
@@ -468,22 +516,28 @@ class FrameWriter:
         """Append a frame of any type with ``value`` as its payload."""
         buf = self._buf
         start = len(buf)
+        k0 = len(buf.refs)
         try:
             if not W.MIN_MSG_TYPE <= type <= W.MAX_MSG_TYPE:
                 raise ValueError(f"unknown message type {type}")
             _check_u32(request_id, "request_id")
             buf += _ZERO_HEADER
             self.encoder.pack_into(buf, value)
-            self._finish(start, type, 0, 0, request_id)
+            self._finish(start, k0, type, 0, 0, request_id)
         except BaseException:
             del buf[start:]
+            del buf.refs[k0:]
             raise
 
-    def _finish(self, start: int, mtype: int, flags: int, method: int, request_id: int) -> None:
-        size = len(self._buf) - start
+    def _finish(self, start: int, k0: int, mtype: int, flags: int, method: int, request_id: int) -> None:
+        # The frame starts at ``start`` in the buffer; its values held by
+        # reference are self._buf.refs[k0:].
+        extra = sum(len(value) for _, value in self._buf.refs[k0:])
+        size = len(self._buf) - start + extra
         if size > self.max_frame_size:
             raise FrameTooLarge(f"frame of {size} bytes exceeds max_frame_size={self.max_frame_size}")
         _pack_header_into(self._buf, start, size - 4, mtype, flags, method, request_id)
+        self._ref_bytes += extra
 
 
 def _check_int(n: Any, what: str) -> None:

@@ -117,7 +117,7 @@ cdef class ServerCore:
                     w._write_frame(RESPONSE, rid, result)
                 except (FrameTooLarge, EncodeError, OverflowError):
                     self._write_result(rid, self._methods[idx], result)
-            if w._buf.length >= FLUSH_AT:
+            if w._buf.length + w._ref_bytes >= FLUSH_AT:
                 # Large answers leave at once, so that the transport can
                 # say (pause_writing) that the peer is not reading them.
                 self._flush()
@@ -128,7 +128,10 @@ cdef class ServerCore:
         if i < n:
             self._process(frames, i, None)
         elif w._buf.length and self._transport is not None:
-            self._transport.write(w._take_buffer())
+            if w._ref_bytes:
+                self._transport.writelines(w._take_chunks())
+            else:
+                self._transport.write(w._take_buffer())
         return 0
 
 
@@ -161,7 +164,10 @@ cdef class ClientCore:
             # one loop iteration later; with calls in flight, writes made in
             # the same tick are coalesced into one.
             pending[rid] = fut
-            self._transport.write(writer._take_buffer())
+            if writer._ref_bytes:
+                self._transport.writelines(writer._take_chunks())
+            else:
+                self._transport.write(writer._take_buffer())
         else:
             pending[rid] = fut
             self._schedule_flush()
@@ -281,7 +287,10 @@ cdef class SyncCore:
                 slot.method = method
                 self.pending[rid] = slot
                 try:
-                    self.sock.sendall(writer._take_buffer())
+                    if writer._ref_bytes:
+                        self._send_chunks(writer._take_chunks())
+                    else:
+                        self.sock.sendall(writer._take_buffer())
                 except OSError as exc:
                     self.broken(f"connection lost while sending: {exc}")
             finally:

@@ -108,7 +108,10 @@ class ServerCore:
         if i < n:
             self._process(frames, i, None)
         elif len(w) and self._transport is not None:
-            self._transport.write(w.take_buffer())
+            if w.chunked:
+                self._transport.writelines(w.take_chunks())
+            else:
+                self._transport.write(w.take_buffer())
 
 
 class ClientCore:
@@ -146,7 +149,10 @@ class ClientCore:
             # one loop iteration later; with calls in flight, writes made in
             # the same tick are coalesced into one.
             pending[rid] = fut
-            self._transport.write(writer.take_buffer())
+            if writer.chunked:
+                self._transport.writelines(writer.take_chunks())
+            else:
+                self._transport.write(writer.take_buffer())
         else:
             pending[rid] = fut
             self._schedule_flush()
@@ -261,7 +267,11 @@ class SyncCore:
                 slot.method = method
                 pending[rid] = slot
                 try:
-                    self.sock.sendall(self.writer.take_buffer())
+                    writer = self.writer
+                    if writer.chunked:
+                        self._send_chunks(writer.take_chunks())
+                    else:
+                        self.sock.sendall(writer.take_buffer())
                 except OSError as exc:
                     self.broken(f"connection lost while sending: {exc}")
             try:

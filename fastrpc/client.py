@@ -49,6 +49,8 @@ from .protocol import (
 __all__ = ["AsyncClient", "Client", "connect", "Backoff"]
 
 _UNSET: Any = object()
+#: buffers per sendmsg() call (the usual IOV_MAX)
+_IOV_MAX = 1024
 
 
 class Backoff:
@@ -373,7 +375,7 @@ class _SyncConnection(SyncCore):
             if future is not None:
                 self.go_pending += 1
             try:
-                self.sock.sendall(self.writer.take_buffer())
+                self._send_written()
             except OSError as exc:
                 self.broken(f"connection lost while sending: {exc}")
         return rid, slot
@@ -385,7 +387,7 @@ class _SyncConnection(SyncCore):
             if not self.alive:
                 return
             self.writer.write_frame(mtype, rid, value)
-            self.sock.sendall(self.writer.take_buffer())
+            self._send_written()
         except OSError as exc:
             self.broken(f"connection lost while sending: {exc}")
         finally:
@@ -397,9 +399,32 @@ class _SyncConnection(SyncCore):
                 raise Unavailable(self.lost_reason or "connection is closed")
             self.writer.write_request(0, self.methods.get(method, method), args, kwargs, metadata=metadata, notify=True)
             try:
-                self.sock.sendall(self.writer.take_buffer())
+                self._send_written()
             except OSError as exc:
                 self.broken(f"connection lost while sending: {exc}")
+
+    def _send_written(self) -> None:
+        # Everything the writer holds (the caller holds send_lock).
+        w = self.writer
+        if w.chunked:
+            self._send_chunks(w.take_chunks())
+        else:
+            self.sock.sendall(w.take_buffer())
+
+    def _send_chunks(self, chunks: List[Any]) -> None:
+        # sendall() for a list of buffers: one sendmsg (writev) per round,
+        # so large bytes values are sent from where they are, uncopied.
+        views = [memoryview(c) for c in chunks]
+        while views:
+            sent = self.sock.sendmsg(views[:_IOV_MAX])
+            while sent:
+                head = views[0]
+                if sent >= len(head):
+                    sent -= len(head)
+                    del views[0]
+                else:
+                    views[0] = head[sent:]
+                    sent = 0
 
     def _call(self, method: str, args: Any) -> Any:
         rid, slot = self.send_request(method, args, None, None, None, None)
@@ -611,7 +636,7 @@ class _SyncConnection(SyncCore):
             try:
                 with self.send_lock:
                     self.writer.write_frame(GOAWAY, 0, (0, "client closing"))
-                    self.sock.sendall(self.writer.take_buffer())
+                    self._send_written()
             except OSError:
                 pass
             try:

@@ -143,8 +143,14 @@ class BaseProtocol(asyncio.BufferedProtocol):
     def _flush(self) -> None:
         self._flush_handle = None
         transport = self._transport
-        if transport is not None and len(self._writer):
-            transport.write(self._writer.take_buffer())
+        w = self._writer
+        if transport is not None and len(w):
+            if w.chunked:
+                # Large bytes values go out by reference (uvloop writes
+                # them with one writev, no copy).
+                transport.writelines(w.take_chunks())
+            else:
+                transport.write(w.take_buffer())
 
     def _schedule_flush(self) -> None:
         if self._flush_handle is None:

@@ -29,6 +29,9 @@ class FakeTransport:
     def write(self, data: Any) -> None:
         self.writes.append(bytes(data))
 
+    def writelines(self, chunks: Any) -> None:
+        self.writes.append(b"".join(bytes(c) for c in chunks))
+
     def get_extra_info(self, name: str, default: Any = None) -> Any:
         return default
 
@@ -266,19 +269,23 @@ def test_large_answers_are_flushed_and_backpressure_holds_the_rest(impl):
         w = FrameWriter()
         for i in range(1, 6):
             w.write_request(i, h.index["S.big"], [100 * 1024])
-        original_write = h.transport.write
+        original_write, original_writelines = h.transport.write, h.transport.writelines
 
         def write(data: Any) -> None:
             original_write(data)
             h.conn.pause_writing()  # the peer stops reading after the first batch
 
-        h.transport.write = write
+        def writelines(chunks: Any) -> None:
+            original_writelines(chunks)
+            h.conn.pause_writing()
+
+        h.transport.write, h.transport.writelines = write, writelines
         h.feed(w.take())
         first = h.answers()
         assert [f.request_id for f in first] == [1, 2, 3]  # 256 KiB reached, then paused
         assert h.transport.paused
         assert h.conn._backlog is not None
-        h.transport.write = original_write
+        h.transport.write, h.transport.writelines = original_write, original_writelines
         h.conn.resume_writing()
         rest = h.answers()
         assert [f.request_id for f in rest] == [4, 5]

@@ -344,3 +344,35 @@ def test_responses_of_one_batch_leave_in_one_write(run):
             await server.shutdown()
 
     run(main())
+
+
+@pytest.mark.parametrize("size", [64 * 1024, 3 * 1024 * 1024 + 7])
+def test_large_bytes_both_ways_on_every_client(run, size, tmp_path):
+    """Large bytes values go out by reference (writelines / sendmsg) in both
+    directions; they must arrive intact, over TCP and Unix sockets."""
+
+    async def main():
+        server = fastrpc.Server()
+        server.register(Arith())
+        tcp, unix = await server.start("tcp://127.0.0.1:0", f"unix:{tmp_path}/s.sock")
+        blob = bytes(range(256)) * (size // 256) + b"!" * (size % 256)
+        try:
+            for address in (tcp, unix):
+                async with fastrpc.AsyncClient(address) as client:
+                    results = await asyncio.gather(*(client.call("Arith.echo", [blob, i]) for i in range(4)))
+                    assert results == [[blob, i] for i in range(4)]
+                async with fastrpc.Pool(address, size=2) as pool:
+                    assert await pool.call("Arith.echo", blob) == blob
+
+                def sync_side(address=address):
+                    with fastrpc.Client(address) as c:
+                        assert c.call("Arith.echo", blob) == blob
+                        assert c.call("Arith.echo", [blob, blob], timeout=30) == [blob, blob]
+                        assert c.go("Arith.echo", blob).result(30) == blob
+                    return True
+
+                assert await asyncio.get_running_loop().run_in_executor(None, sync_side)
+        finally:
+            await server.shutdown()
+
+    run(main())
