@@ -47,3 +47,7 @@ echo "== soak, reduced form: 2,000 concurrent connections, 100,000 calls from 2 
 echo "== micro-benchmarks (smoke run) and ratios"
 "$PY" -m pytest -q -p no:cacheprovider benchmarks --benchmark-disable
 "$PY" -m benchmarks.micro --quick
+
+echo "== per-call CPU against the floor, no syscalls (smoke run)"
+"$PY" -m benchmarks.overhead --quick
+FASTRPC_NO_EXTENSIONS=1 "$PY" -m benchmarks.overhead --quick

@@ -384,9 +384,10 @@ class FrameWriter:
         buf = self._buf
         if self._ref_bytes:
             out = b"".join(self._chunks())
+            self.clear()
         else:
             out = bytes(buf)
-        self.clear()
+            del buf[:]
         return out
 
     def _chunks(self) -> List[Any]:
@@ -425,8 +426,11 @@ class FrameWriter:
 
     def clear(self) -> None:
         """Drop everything written so far."""
-        self._buf = RefBuffer()
-        self._ref_bytes = 0
+        buf = self._buf
+        del buf[:]
+        if self._ref_bytes:
+            del buf.refs[:]
+            self._ref_bytes = 0
 
     def write_preface(self) -> None:
         """Append the 8-byte connection preface."""
