@@ -75,7 +75,7 @@ def test_client_deadline_fires_when_server_never_answers(run):
                 with pytest.raises(fastrpc.DeadlineExceeded):
                     await c.call("Silent.call", 1, timeout=0.2)
                 elapsed = time.monotonic() - t0
-                assert 0.2 <= elapsed < 2.0
+                assert 0.19 <= elapsed < 2.0  # uvloop timers have 1 ms resolution
                 await asyncio.sleep(0.05)
                 # the request carried the deadline, and a CANCEL followed it
                 kinds = [(f.type, f.request_id) for f in seen if f.type != MsgType.HANDSHAKE]
@@ -89,7 +89,7 @@ def test_client_deadline_fires_when_server_never_answers(run):
                     t0 = time.monotonic()
                     with pytest.raises(fastrpc.DeadlineExceeded):
                         sc.call("Silent.call", timeout=0.2)
-                    assert 0.2 <= time.monotonic() - t0 < 2.0
+                    assert 0.19 <= time.monotonic() - t0 < 2.0
                     fut = sc.go("Silent.call", timeout=0.2)
                     with pytest.raises(fastrpc.DeadlineExceeded):
                         fut.result(timeout=5)
