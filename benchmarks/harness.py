@@ -7,14 +7,17 @@ and workload the client runs ``--runs`` times (default 3); a cell is the
 median with the spread (min-max) beside it, and every figure is also given
 as a ratio to the floor measured in the same run; all servers stay up and
 the runs are interleaved across systems, so that ratios compare figures
-taken seconds apart, not minutes (shared cores drift).  The server's own CPU
-time (``/proc/PID/stat``) is read around each client run and divided by the
-calls it served.
+taken seconds apart, not minutes (shared cores drift).  On the
+latency-bound workloads (W1, W3) each run of a system also follows a run
+of its floor, and "vs floor" is the median of those per-pair ratios, with
+the p50 difference to the floor beside it (median of per-pair
+differences).  The server's own CPU time (``/proc/PID/stat``) is read
+around each client run and divided by the calls it served.
 
 Workloads: W1 ``seq``, W2 ``pipelined`` (64 in flight), W3 ``payload``
 (64 KiB echo), W4 ``fanin`` (8 connections x 16 in flight), and W5: 1,000
 idle connections held open, then W1 on one more (server RSS per connection
-and the W1 slowdown).
+and the W1 slowdown, from idle and loaded runs taken in alternation).
 
 Results: a table on stdout, ``benchmarks/results/results.json`` and
 ``benchmarks/results/chart.png`` (when matplotlib is installed).
@@ -49,6 +52,10 @@ TITLES = {
     "fanin": "W4 fan-in (8 conns x 16 in flight)",
 }
 IDLE_CONNECTIONS = 1000
+#: workloads where every run of a system follows a run of its floor, and the
+#: ratio and p50 difference are taken per pair (latency-bound: the ones that
+#: drift most on shared cores)
+PAIRED = ("seq", "payload")
 
 
 def _py(module: str, *args: str) -> List[str]:
@@ -253,6 +260,12 @@ def summarize(results: List[Dict[str, Any]]) -> Dict[str, Any]:
     if ok[0].get("mb_per_s") is not None:
         mbs = [r["mb_per_s"] for r in ok]
         out.update(mb_per_s=_median(mbs), mb_per_s_min=min(mbs), mb_per_s_max=max(mbs))
+    paired = [r for r in ok if r.get("paired_floor")]
+    if paired:
+        key = "mb_per_s" if ok[0].get("mb_per_s") is not None else "calls_per_s"
+        out["paired_runs"] = len(paired)
+        out["vs_floor"] = _median([r[key] / r["paired_floor"][key] for r in paired if r["paired_floor"].get(key)])
+        out["p50_vs_floor_us"] = _median([r["p50_us"] - r["paired_floor"]["p50_us"] for r in paired])
     return out
 
 
@@ -266,14 +279,28 @@ def _ratio(v: Optional[float], base: Optional[float]) -> str:
     return f"{v / base:.2f}x"
 
 
+def _vs_floor(cell: Dict[str, Any], floor: Dict[str, Any], key: str) -> str:
+    # Paired runs: the median of per-pair ratios; else ratio of medians.
+    if cell.get("vs_floor") is not None:
+        return f"{cell['vs_floor']:.2f}x"
+    return _ratio(cell.get(key), floor.get(key))
+
+
+def _dp50(cell: Dict[str, Any]) -> str:
+    v = cell.get("p50_vs_floor_us")
+    return "-" if v is None else f"{v:+.1f}"
+
+
 def render(table: Dict[str, Dict[str, Any]], order: List[System], w5: Dict[str, Any]) -> str:
     lines = []
     for wl in WORKLOADS:
         lines.append(f"\n{TITLES[wl]}")
         if wl == "payload":
-            head = f"{'system':<34} {'MB/s (median, min-max)':>28} {'vs floor':>8} {'p50 us':>8} {'p99 us':>9} {'srv CPU us/call':>15}"
+            head = (f"{'system':<34} {'MB/s (median, min-max)':>28} {'vs floor':>8} {'p50 us':>8} {'vs floor':>8} "
+                    f"{'p99 us':>9} {'srv CPU us/call':>15}")
         else:
-            head = f"{'system':<34} {'calls/s (median, min-max)':>28} {'vs floor':>8} {'p50 us':>8} {'p99 us':>9} {'srv CPU us/call':>15} {'vs floor':>8}"
+            head = (f"{'system':<34} {'calls/s (median, min-max)':>28} {'vs floor':>8} {'p50 us':>8} {'vs floor':>8} "
+                    f"{'p99 us':>9} {'srv CPU us/call':>15} {'vs floor':>8}")
         lines.append(head)
         lines.append("-" * len(head))
         for system in order:
@@ -287,14 +314,15 @@ def render(table: Dict[str, Dict[str, Any]], order: List[System], w5: Dict[str, 
             if wl == "payload":
                 fig = f"{_fmt(cell['mb_per_s'], ',.1f')} ({_fmt(cell['mb_per_s_min'], ',.0f')}-{_fmt(cell['mb_per_s_max'], ',.0f')})"
                 lines.append(
-                    f"{system.name:<34} {fig:>28} {_ratio(cell['mb_per_s'], floor.get('mb_per_s')):>8} "
-                    f"{_fmt(cell['p50_us'], '.1f'):>8} {_fmt(cell['p99_us'], '.1f'):>9} {_fmt(cell['server_cpu_us_per_call'], '.2f'):>15}"
+                    f"{system.name:<34} {fig:>28} {_vs_floor(cell, floor, 'mb_per_s'):>8} "
+                    f"{_fmt(cell['p50_us'], '.1f'):>8} {_dp50(cell):>8} {_fmt(cell['p99_us'], '.1f'):>9} "
+                    f"{_fmt(cell['server_cpu_us_per_call'], '.2f'):>15}"
                 )
             else:
                 fig = f"{_fmt(cell['calls_per_s'])} ({_fmt(cell['calls_per_s_min'])}-{_fmt(cell['calls_per_s_max'])})"
                 lines.append(
-                    f"{system.name:<34} {fig:>28} {_ratio(cell['calls_per_s'], floor.get('calls_per_s')):>8} "
-                    f"{_fmt(cell['p50_us'], '.1f'):>8} {_fmt(cell['p99_us'], '.1f'):>9} "
+                    f"{system.name:<34} {fig:>28} {_vs_floor(cell, floor, 'calls_per_s'):>8} "
+                    f"{_fmt(cell['p50_us'], '.1f'):>8} {_dp50(cell):>8} {_fmt(cell['p99_us'], '.1f'):>9} "
                     f"{_fmt(cell['server_cpu_us_per_call'], '.2f'):>15} "
                     f"{_ratio(cell['server_cpu_us_per_call'], floor.get('server_cpu_us_per_call')):>8}"
                 )
@@ -406,13 +434,24 @@ def main(argv: Optional[List[str]] = None) -> int:
         for server, system in runnable:
             table[system.name] = {}
             raw[system.name] = {wl: [] for wl in args.workloads if wl in system.workloads}
+        by_name = {system.name: (server, system) for server, system in runnable}
         for wl in args.workloads:
             for _ in range(args.runs):
                 for server, system in runnable:
-                    if wl in system.workloads:
-                        raw[system.name][wl].append(
-                            run_client(system, live[server.key], wl, args.duration, server.env or _env(False))
-                        )
+                    if wl not in system.workloads:
+                        continue
+                    pair = None
+                    floor = by_name.get(system.floor) if system.floor else None
+                    if wl in PAIRED and floor is not None and wl in floor[1].workloads:
+                        # The floor again, right before: this run's ratio
+                        # and p50 difference compare figures seconds apart.
+                        fserver, fsystem = floor
+                        pair = run_client(fsystem, live[fserver.key], wl, args.duration, fserver.env or _env(False))
+                        raw[fsystem.name][wl].append(pair)
+                    result = run_client(system, live[server.key], wl, args.duration, server.env or _env(False))
+                    if pair is not None and not pair.get("error") and pair.get("calls"):
+                        result["paired_floor"] = {k: pair.get(k) for k in ("calls_per_s", "p50_us", "mb_per_s")}
+                    raw[system.name][wl].append(result)
             for server, system in runnable:
                 if wl in system.workloads:
                     table[system.name][wl] = cell = summarize(raw[system.name][wl])
@@ -424,11 +463,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                     continue
                 first = server.clients[0]
                 if "seq" in first.workloads and "seq" in table.get(first.name, {}) and "error" not in table[first.name]["seq"]:
-                    # the idle baseline is taken right before, not minutes earlier
-                    idle = summarize([run_client(first, live[server.key], "seq", args.duration, server.env or _env(False)) for _ in range(2)])
-                    if "error" in idle:
-                        continue
-                    w5[server.key] = measure_w5(live[server.key], first, args.duration, server.env or _env(False), idle)
+                    w5[server.key] = measure_w5(live[server.key], first, args.duration, server.env or _env(False))
                     r = w5[server.key]
                     print(f"- {server.key:<34} W5 {r.get('rss_per_conn_kib', 0):.1f} KiB/conn, W1 slowdown {r.get('slowdown_pct', 0):.1f}%"
                           if "error" not in r else f"- {server.key} W5 error: {r['error']}", flush=True)
@@ -459,29 +494,46 @@ def main(argv: Optional[List[str]] = None) -> int:
     return 0
 
 
-def measure_w5(running: Running, system: System, duration: float, env: Dict[str, str], idle_seq: Dict[str, Any]) -> Dict[str, Any]:
-    rss0 = running.rss_bytes()
-    try:
-        socks = open_idle_connections(running.address, IDLE_CONNECTIONS, running.server.speaks_fastrpc)
-    except OSError as exc:
-        return {"error": f"could not open {IDLE_CONNECTIONS} connections: {exc}"}
-    try:
-        time.sleep(0.5)
-        rss1 = running.rss_bytes()
-        loaded = summarize([run_client(system, running, "seq", duration, env) for _ in range(2)])
-    finally:
-        for s in socks:
-            s.close()
-    if "error" in loaded:
-        return {"error": loaded["error"]}
-    idle = idle_seq["calls_per_s"]
+def measure_w5(running: Running, system: System, duration: float, env: Dict[str, str], rounds: int = 3) -> Dict[str, Any]:
+    """Server RSS per idle connection, and W1's slowdown with them open.
+
+    W1 runs alternate, idle then loaded (1,000 connections opened just
+    before, closed just after), ``rounds`` times; the slowdown is the median
+    of the per-pair slowdowns, each between runs seconds apart.  RSS is
+    taken in the first round (freed memory is reused by later rounds).
+    """
+    per_conn = None
+    idles: List[float] = []
+    loadeds: List[float] = []
+    slowdowns: List[float] = []
+    for i in range(rounds):
+        idle = run_client(system, running, "seq", duration, env)
+        rss0 = running.rss_bytes()
+        try:
+            socks = open_idle_connections(running.address, IDLE_CONNECTIONS, running.server.speaks_fastrpc)
+        except OSError as exc:
+            return {"error": f"could not open {IDLE_CONNECTIONS} connections: {exc}"}
+        try:
+            time.sleep(0.5)
+            if per_conn is None:
+                per_conn = (running.rss_bytes() - rss0) / IDLE_CONNECTIONS / 1024
+            loaded = run_client(system, running, "seq", duration, env)
+        finally:
+            for sock in socks:
+                sock.close()
+        time.sleep(0.2)
+        for r in (idle, loaded):
+            if r.get("error") or not r.get("calls"):
+                return {"error": r.get("error") or "no calls"}
+        idles.append(idle["calls_per_s"])
+        loadeds.append(loaded["calls_per_s"])
+        slowdowns.append((1 - loaded["calls_per_s"] / idle["calls_per_s"]) * 100)
     return {
-        "rss_before": rss0,
-        "rss_after": rss1,
-        "rss_per_conn_kib": (rss1 - rss0) / IDLE_CONNECTIONS / 1024,
-        "w1_idle_calls_per_s": idle,
-        "w1_loaded_calls_per_s": loaded["calls_per_s"],
-        "slowdown_pct": (1 - loaded["calls_per_s"] / idle) * 100 if idle else 0.0,
+        "rss_per_conn_kib": per_conn,
+        "w1_idle_calls_per_s": _median(idles),
+        "w1_loaded_calls_per_s": _median(loadeds),
+        "slowdown_pct": _median(slowdowns),
+        "slowdowns_pct": slowdowns,
     }
 
 
