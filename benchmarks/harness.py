@@ -3,7 +3,8 @@ which installs the peers first).
 
 Every system runs as a server process and a client process on loopback,
 following the contract in ``benchmarks/peers/README.md``.  For each system
-and workload the client runs ``--runs`` times (default 3); a cell is the
+and workload the client runs ``--runs`` times (default 3; W1 and W3:
+``--paired-runs``, default 5, of 0.6 s); a cell is the
 median with the spread (min-max) beside it, and every figure is also given
 as a ratio to the floor measured in the same run; all servers stay up and
 the runs are interleaved across systems, so that ratios compare figures
@@ -384,6 +385,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.harness", description=__doc__.split("\n\n")[0])
     ap.add_argument("--duration", type=float, default=1.0, help="seconds per client run (default 1)")
     ap.add_argument("--runs", type=int, default=3, help="client runs per cell (median; default 3)")
+    ap.add_argument("--paired-runs", type=int, default=5,
+                    help="runs per cell of W1 and W3, each after a floor run (median of the pairs; default 5)")
+    ap.add_argument("--paired-duration", type=float, default=0.6,
+                    help="seconds per client run of W1 and W3 (default 0.6)")
     ap.add_argument("--only", nargs="*", help="run only systems whose name contains one of these words")
     ap.add_argument("--workloads", nargs="*", default=list(WORKLOADS), choices=WORKLOADS)
     ap.add_argument("--no-w5", action="store_true", help="skip the idle-connections workload")
@@ -407,7 +412,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     raw: Dict[str, Dict[str, List[Dict[str, Any]]]] = {}
     w5: Dict[str, Any] = {}
     started = time.monotonic()
-    print(f"benchmark harness: {args.runs} run(s) x {args.duration}s per cell; machine: {platform.machine()}, "
+    print(f"benchmark harness: {args.runs} run(s) x {args.duration}s per cell ({args.paired_runs} paired runs x "
+          f"{args.paired_duration}s for W1, W3); machine: {platform.machine()}, "
           f"{os.cpu_count()} CPUs, {platform.python_implementation()} {platform.python_version()}", flush=True)
     # Every server runs for the whole measurement and the runs are
     # interleaved (run 1 of every system, then run 2, ...): on shared cores
@@ -436,7 +442,8 @@ def main(argv: Optional[List[str]] = None) -> int:
             raw[system.name] = {wl: [] for wl in args.workloads if wl in system.workloads}
         by_name = {system.name: (server, system) for server, system in runnable}
         for wl in args.workloads:
-            for _ in range(args.runs):
+            runs, duration = (args.paired_runs, args.paired_duration) if wl in PAIRED else (args.runs, args.duration)
+            for _ in range(runs):
                 for server, system in runnable:
                     if wl not in system.workloads:
                         continue
@@ -446,9 +453,9 @@ def main(argv: Optional[List[str]] = None) -> int:
                         # The floor again, right before: this run's ratio
                         # and p50 difference compare figures seconds apart.
                         fserver, fsystem = floor
-                        pair = run_client(fsystem, live[fserver.key], wl, args.duration, fserver.env or _env(False))
+                        pair = run_client(fsystem, live[fserver.key], wl, duration, fserver.env or _env(False))
                         raw[fsystem.name][wl].append(pair)
-                    result = run_client(system, live[server.key], wl, args.duration, server.env or _env(False))
+                    result = run_client(system, live[server.key], wl, duration, server.env or _env(False))
                     if pair is not None and not pair.get("error") and pair.get("calls"):
                         result["paired_floor"] = {k: pair.get(k) for k in ("calls_per_s", "p50_us", "mb_per_s")}
                     raw[system.name][wl].append(result)
@@ -483,6 +490,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         "platform": platform.platform(),
         "duration_s": args.duration,
         "runs": args.runs,
+        "paired_runs": args.paired_runs,
+        "paired_duration_s": args.paired_duration,
         "date": time.strftime("%Y-%m-%d"),
     }
     with open(os.path.join(args.out, "results.json"), "w") as f:
