@@ -35,7 +35,6 @@ import time
 from typing import Any, Callable, List
 
 import fastrpc
-from fastrpc import client as C
 from fastrpc import server as S
 from fastrpc._impl import IMPLEMENTATION, FrameWriter
 

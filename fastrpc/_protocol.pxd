@@ -6,29 +6,28 @@
 from fastrpc._framing cimport FrameParser, FrameWriter
 
 
-cdef class ServerCore:
+cdef class ConnectionCore:
     cdef public object _loop
     cdef public object _transport
     cdef public FrameParser _parser
     cdef public FrameWriter _writer
-    cdef public dict _calls             # async/blocking calls in flight, by id
-    cdef public object _backlog         # frames held back while paused (or None)
-    cdef public bint _draining          # GOAWAY sent: new calls are refused
-    cdef public bint _read_paused
     cdef public bint _track_seen        # an idle timeout or keepalive needs _last_seen
     cdef public double _last_seen
     cdef public bint _ping_sent
-    cdef public list _methods           # the dispatch table (_Method objects)
-    cdef public list _inline            # per method index: the sync handler, else None
 
     cdef int _dispatch(self, list frames) except -1
 
 
-cdef class ClientCore:
-    cdef public object _loop
-    cdef public object _transport
-    cdef public FrameParser _parser
-    cdef public FrameWriter _writer
+cdef class ServerCore(ConnectionCore):
+    cdef public dict _calls             # async/blocking calls in flight, by id
+    cdef public object _backlog         # frames held back while paused (or None)
+    cdef public bint _draining          # GOAWAY sent: new calls are refused
+    cdef public bint _read_paused
+    cdef public list _methods           # the dispatch table (_Method objects)
+    cdef public list _inline            # per method index: the sync handler, else None
+
+
+cdef class ClientCore(ConnectionCore):
     cdef public dict _pending           # futures of calls in flight, by id
     cdef public dict methods            # method name -> index, from the handshake
     cdef public unsigned long long _next_id
@@ -36,13 +35,6 @@ cdef class ClientCore:
     cdef public bint _closing
     cdef public bint _write_paused
     cdef public bint peer_goaway        # the server said GOAWAY
-    cdef public bint _track_seen        # keepalive needs _last_seen
-    cdef public double _last_seen
-    cdef public bint _ping_sent
-
-    cdef unsigned long long _new_id(self) except 0
-
-    cdef int _dispatch(self, list frames, object error) except -1
 
 
 cdef class CallSlot:

@@ -49,19 +49,28 @@ cdef enum:
     FLUSH_AT = 256 * 1024
 
 
-cdef class ServerCore:
-    """The per-call path of the server end of a connection.
+cdef unsigned long long _free_id(unsigned long long last, dict in_flight) except 0:
+    # The request id after ``last`` (1..2**32-1, wrapping) not in flight.
+    cdef unsigned long long rid = last + 1
+    while rid > 0xFFFFFFFF or rid in in_flight:
+        rid = 1 if rid > 0xFFFFFFFF else rid + 1
+    return rid
 
-    Subclasses provide the Python side: ``_received(frames, error)`` (the
-    whole of a read the core does not handle), ``_process(frames, i,
-    error)`` (the rest of a read, from frame ``i``), ``_write_exception``,
-    ``_write_result`` and ``_flush``.
-    """
+
+cdef class ConnectionCore:
+    """What both ends of a connection do with a read (an
+    ``asyncio.BufferedProtocol``): the transport reads into the parser's
+    memory, and the frames go to ``_dispatch``; a read that breaks the
+    protocol goes, with the frames before the break, to the subclass's
+    ``_received(frames, error)``."""
 
     def get_buffer(self, sizehint):
         return self._parser._get_buffer()
 
     def buffer_updated(self, nbytes):
+        if self._track_seen:
+            self._last_seen = self._loop.time()
+            self._ping_sent = False
         try:
             frames = self._parser._buffer_updated(nbytes)
         except FrameError as exc:
@@ -71,12 +80,29 @@ cdef class ServerCore:
 
     def data_received(self, data):
         # For transports that do not support BufferedProtocol.
+        if self._track_seen:
+            self._last_seen = self._loop.time()
+            self._ping_sent = False
         try:
             frames = self._parser.feed(data)
         except FrameError as exc:
             self._received(exc.frames, exc)
         else:
             self._dispatch(frames)
+
+    cdef int _dispatch(self, list frames) except -1:
+        self._received(frames, None)
+        return 0
+
+
+cdef class ServerCore(ConnectionCore):
+    """The per-call path of the server end of a connection.
+
+    Subclasses provide the Python side: ``_received(frames, error)`` (the
+    whole of a read the core does not handle), ``_process(frames, i,
+    error)`` (the rest of a read, from frame ``i``), ``_write_exception``,
+    ``_write_result`` and ``_flush``.
+    """
 
     cdef int _dispatch(self, list frames) except -1:
         cdef Py_ssize_t i = 0
@@ -86,9 +112,6 @@ cdef class ServerCore:
         cdef FrameWriter w
         cdef list inline = self._inline
         cdef dict calls = self._calls
-        if self._track_seen:
-            self._last_seen = self._loop.time()
-            self._ping_sent = False
         if self._backlog is not None or self._draining or inline is None:
             self._received(frames, None)
             return 0
@@ -135,7 +158,7 @@ cdef class ServerCore:
         return 0
 
 
-cdef class ClientCore:
+cdef class ClientCore(ConnectionCore):
     """The per-call path of the client end of a connection.
 
     Subclasses provide ``_received(frames, error)``, which handles every
@@ -154,7 +177,7 @@ cdef class ClientCore:
             raise Unavailable(self.lost_reason or "server is shutting down (goaway)")
         if timeout is not None:
             return await self._call_with_timeout(method, args, kwargs, timeout, metadata)
-        rid = self._new_id()
+        rid = self._next_id = _free_id(self._next_id, self._pending)
         writer = self._writer
         writer._write_request(rid, self.methods.get(method, method), args, kwargs, None, metadata, False)
         fut = self._loop.create_future()
@@ -181,47 +204,14 @@ cdef class ClientCore:
 
     def _next_request_id(self):
         """A request id not in flight (for the Python side's calls)."""
-        return self._new_id()
+        self._next_id = _free_id(self._next_id, self._pending)
+        return self._next_id
 
-    cdef unsigned long long _new_id(self) except 0:
-        cdef unsigned long long rid = self._next_id + 1
-        if rid > 0xFFFFFFFF:
-            rid = 1
-        while rid in self._pending:  # wrapped around onto a call still in flight
-            rid += 1
-            if rid > 0xFFFFFFFF:
-                rid = 1
-        self._next_id = rid
-        return rid
-
-    def get_buffer(self, sizehint):
-        return self._parser._get_buffer()
-
-    def buffer_updated(self, nbytes):
-        try:
-            frames = self._parser._buffer_updated(nbytes)
-        except FrameError as exc:
-            self._dispatch(exc.frames, exc)
-        else:
-            self._dispatch(frames, None)
-
-    def data_received(self, data):
-        # For transports that do not support BufferedProtocol.
-        try:
-            frames = self._parser.feed(data)
-        except FrameError as exc:
-            self._dispatch(exc.frames, exc)
-        else:
-            self._dispatch(frames, None)
-
-    cdef int _dispatch(self, list frames, object error) except -1:
+    cdef int _dispatch(self, list frames) except -1:
         cdef Py_ssize_t i = 0
         cdef Py_ssize_t n = PyList_GET_SIZE(frames)
         cdef Frame f
         cdef dict pending = self._pending
-        if self._track_seen:
-            self._last_seen = self._loop.time()
-            self._ping_sent = False
         while i < n:
             f = <Frame>PyList_GET_ITEM(frames, i)
             if f.type is not RESPONSE or f.error is not None:
@@ -231,9 +221,7 @@ cdef class ClientCore:
             if fut is not None and not fut.done():
                 fut.set_result(f.value)
         if i < n:
-            self._received(frames[i:], error)
-        elif error is not None:
-            self._received([], error)
+            self._received(frames[i:], None)
         return 0
 
 
@@ -275,10 +263,7 @@ cdef class SyncCore:
             try:
                 if not self.alive:
                     raise Unavailable(self.lost_reason or "connection is closed")
-                rid = self.next_id + 1
-                while rid > 0xFFFFFFFF or rid in self.pending:
-                    rid = 1 if rid > 0xFFFFFFFF else rid + 1
-                self.next_id = rid
+                rid = self.next_id = _free_id(self.next_id, self.pending)
                 writer = self.writer
                 writer._write_request(rid, self.methods.get(method, method), args, None, None, None, False)
                 slot.done = False
@@ -315,6 +300,11 @@ cdef class SyncCore:
         if error is not None:
             raise error
         return value
+
+    def _next_request_id(self):
+        """A request id not in flight (the caller holds send_lock)."""
+        self.next_id = _free_id(self.next_id, self.pending)
+        return self.next_id
 
     cdef int _read_plain(self) except -1:
         cdef Py_ssize_t i = 0

@@ -29,7 +29,52 @@ _SLOW_FLAGS = 0x01 | 0x08
 _FLUSH_AT = 256 * 1024
 
 
-class ServerCore:
+def _free_id(last: int, in_flight: dict) -> int:
+    # The request id after ``last`` (1..2**32-1, wrapping) not in flight.
+    rid = last + 1
+    while rid > 0xFFFFFFFF or rid in in_flight:
+        rid = 1 if rid > 0xFFFFFFFF else rid + 1
+    return rid
+
+
+class ConnectionCore:
+    """What both ends of a connection do with a read (an
+    ``asyncio.BufferedProtocol``): the transport reads into the parser's
+    memory, and the frames go to ``_dispatch``; a read that breaks the
+    protocol goes, with the frames before the break, to the subclass's
+    ``_received(frames, error)``."""
+
+    def get_buffer(self, sizehint: int) -> Any:
+        return self._parser.get_buffer(sizehint)
+
+    def buffer_updated(self, nbytes: int) -> None:
+        if self._track_seen:
+            self._last_seen = self._loop.time()
+            self._ping_sent = False
+        try:
+            frames = self._parser.buffer_updated(nbytes)
+        except FrameError as exc:
+            self._received(exc.frames, exc)
+        else:
+            self._dispatch(frames)
+
+    def data_received(self, data: bytes) -> None:
+        # For transports that do not support BufferedProtocol.
+        if self._track_seen:
+            self._last_seen = self._loop.time()
+            self._ping_sent = False
+        try:
+            frames = self._parser.feed(data)
+        except FrameError as exc:
+            self._received(exc.frames, exc)
+        else:
+            self._dispatch(frames)
+
+    def _dispatch(self, frames: List[Any]) -> None:
+        self._received(frames, None)
+
+
+class ServerCore(ConnectionCore):
     """The per-call path of the server end of a connection.
 
     Subclasses set the attributes declared in ``_protocol.pxd`` and provide
@@ -40,30 +85,7 @@ class ServerCore:
 
     _inline: Optional[List[Any]] = None
 
-    def get_buffer(self, sizehint: int) -> Any:
-        return self._parser.get_buffer(sizehint)
-
-    def buffer_updated(self, nbytes: int) -> None:
-        try:
-            frames = self._parser.buffer_updated(nbytes)
-        except FrameError as exc:
-            self._received(exc.frames, exc)
-        else:
-            self._dispatch(frames)
-
-    def data_received(self, data: bytes) -> None:
-        # For transports that do not support BufferedProtocol.
-        try:
-            frames = self._parser.feed(data)
-        except FrameError as exc:
-            self._received(exc.frames, exc)
-        else:
-            self._dispatch(frames)
-
     def _dispatch(self, frames: List[Any]) -> None:
-        if self._track_seen:
-            self._last_seen = self._loop.time()
-            self._ping_sent = False
         inline = self._inline
         if self._backlog is not None or self._draining or inline is None:
             self._received(frames, None)
@@ -114,7 +136,7 @@ class ServerCore:
                 self._transport.write(w.take_buffer())
 
 
-class ClientCore:
+class ClientCore(ConnectionCore):
     """The per-call path of the client end of a connection.
 
     Subclasses set the attributes declared in ``_protocol.pxd`` and provide
@@ -139,7 +161,7 @@ class ClientCore:
             raise Unavailable(self.lost_reason or "server is shutting down (goaway)")
         if timeout is not None:
             return await self._call_with_timeout(method, args, kwargs, timeout, metadata)
-        rid = self._new_id()
+        rid = self._next_id = _free_id(self._next_id, self._pending)
         writer = self._writer
         writer.write_request(rid, self.methods.get(method, method), args, kwargs, metadata=metadata)
         fut = self._loop.create_future()
@@ -164,43 +186,12 @@ class ClientCore:
             self._cancel_call(rid, fut)
             raise
 
-    def _new_id(self) -> int:
-        rid = self._next_id + 1
-        if rid > 0xFFFFFFFF:
-            rid = 1
-        while rid in self._pending:  # wrapped around onto a call still in flight
-            rid += 1
-            if rid > 0xFFFFFFFF:
-                rid = 1
-        self._next_id = rid
-        return rid
+    def _next_request_id(self) -> int:
+        """A request id not in flight (for the Python side's calls)."""
+        self._next_id = _free_id(self._next_id, self._pending)
+        return self._next_id
 
-    _next_request_id = _new_id
-
-    def get_buffer(self, sizehint: int) -> Any:
-        return self._parser.get_buffer(sizehint)
-
-    def buffer_updated(self, nbytes: int) -> None:
-        try:
-            frames = self._parser.buffer_updated(nbytes)
-        except FrameError as exc:
-            self._dispatch(exc.frames, exc)
-        else:
-            self._dispatch(frames, None)
-
-    def data_received(self, data: bytes) -> None:
-        # For transports that do not support BufferedProtocol.
-        try:
-            frames = self._parser.feed(data)
-        except FrameError as exc:
-            self._dispatch(exc.frames, exc)
-        else:
-            self._dispatch(frames, None)
-
-    def _dispatch(self, frames: List[Any], error: Optional[BaseException]) -> None:
-        if self._track_seen:
-            self._last_seen = self._loop.time()
-            self._ping_sent = False
+    def _dispatch(self, frames: List[Any]) -> None:
         pending = self._pending
         i = 0
         n = len(frames)
@@ -213,9 +204,7 @@ class ClientCore:
             if fut is not None and not fut.done():
                 fut.set_result(f.value)
         if i < n:
-            self._received(frames[i:], error)
-        elif error is not None:
-            self._received([], error)
+            self._received(frames[i:], None)
 
 
 class CallSlot:
@@ -256,10 +245,7 @@ class SyncCore:
                 if not self.alive:
                     raise Unavailable(self.lost_reason or "connection is closed")
                 pending = self.pending
-                rid = self.next_id + 1
-                while rid > 0xFFFFFFFF or rid in pending:
-                    rid = 1 if rid > 0xFFFFFFFF else rid + 1
-                self.next_id = rid
+                rid = self.next_id = _free_id(self.next_id, pending)
                 self.writer.write_request(rid, self.methods.get(method, method), args)
                 slot.done = False
                 slot.value = None
@@ -294,6 +280,11 @@ class SyncCore:
         if error is not None:
             raise error
         return value
+
+    def _next_request_id(self) -> int:
+        """A request id not in flight (the caller holds send_lock)."""
+        self.next_id = _free_id(self.next_id, self.pending)
+        return self.next_id
 
     def _read_plain(self) -> None:
         parser = self.parser

@@ -366,10 +366,7 @@ class _SyncConnection(SyncCore):
         with self.send_lock:
             if not self.alive:
                 raise Unavailable(self.lost_reason or "connection is closed")
-            rid = self.next_id + 1
-            while rid > 0xFFFFFFFF or rid in self.pending:
-                rid = 1 if rid > 0xFFFFFFFF else rid + 1
-            self.next_id = rid
+            rid = self._next_request_id()
             self.writer.write_request(rid, self.methods.get(method, method), args, kwargs, deadline=deadline_us, metadata=metadata)
             self.pending[rid] = slot
             if future is not None:

@@ -65,7 +65,9 @@ class BaseProtocol(asyncio.BufferedProtocol):
     A ``BufferedProtocol``: the transport reads straight into memory the
     parser hands out (``get_buffer``), so a large frame is received in place
     instead of arriving as chunk objects that are then copied together.
-    Subclasses handle the parsed frames in ``_received``.
+    Subclasses put a connection core first among their bases (it reads and
+    handles the frames of plain calls) and handle the rest in
+    ``_received``.
     """
 
     def __init__(
@@ -93,25 +95,9 @@ class BaseProtocol(asyncio.BufferedProtocol):
         self._transport = transport  # type: ignore[assignment]
         set_nodelay(transport)
 
-    def get_buffer(self, sizehint: int) -> Any:
-        return self._parser.get_buffer(sizehint)
-
-    def buffer_updated(self, nbytes: int) -> None:
-        try:
-            frames = self._parser.buffer_updated(nbytes)
-        except FrameError as exc:
-            self._received(exc.frames, exc)
-        else:
-            self._received(frames, None)
-
-    def data_received(self, data: bytes) -> None:
-        # For transports that do not support BufferedProtocol.
-        try:
-            frames = self._parser.feed(data)
-        except FrameError as exc:
-            self._received(exc.frames, exc)
-        else:
-            self._received(frames, None)
+    # Reads (get_buffer, buffer_updated, data_received) are the connection
+    # core's (ServerCore / ClientCore from _impl), which a subclass puts
+    # first among its bases; what the core does not handle comes here.
 
     def _received(self, frames: Any, error: Optional[BaseException]) -> None:
         raise NotImplementedError

@@ -360,9 +360,6 @@ class ServerConnection(ServerCore, BaseProtocol):
     # -- input ------------------------------------------------------------------
 
     def _received(self, frames: List[Any], error: Optional[BaseException]) -> None:
-        if self._track_seen:
-            self._last_seen = self._loop.time()
-            self._ping_sent = False
         if self._backlog is not None:
             # Still working through an earlier batch: keep the order.
             self._backlog.extend(frames)
