@@ -142,7 +142,10 @@ class Encoder:
         depth += 1
         pack = self._pack
         for item in obj:
-            pack(buf, item, depth)
+            if type(item) is int and 0 <= item < 0x80:
+                buf.append(item)  # positive fixint, inline: the commonest item
+            else:
+                pack(buf, item, depth)
 
     def _pack_map(self, buf: bytearray, obj: Any, depth: int) -> None:
         if depth >= self.max_depth:
@@ -454,8 +457,12 @@ class Decoder:
         append = out.append
         decode = self._decode
         for _ in range(n):
-            item, pos = decode(data, pos, end, depth)
-            append(item)
+            if pos < end and data[pos] <= 0x7F:
+                append(data[pos])  # positive fixint, inline: the commonest item
+                pos += 1
+            else:
+                item, pos = decode(data, pos, end, depth)
+                append(item)
         return out, pos
 
     def _map(self, data: bytes, pos: int, end: int, n: int, depth: int):

@@ -43,6 +43,11 @@ RECV_BUFFER_SIZE = 256 * 1024
 _local = threading.local()
 
 _HEADER_SIZE = W.HEADER_SIZE
+_MIN_MSG_TYPE = W.MIN_MSG_TYPE
+_MAX_MSG_TYPE = W.MAX_MSG_TYPE
+_REQUEST = int(W.MsgType.REQUEST)
+_RESPONSE = int(W.MsgType.RESPONSE)
+_NOTIFY = int(W.MsgType.NOTIFY)
 _ZERO_HEADER = bytes(_HEADER_SIZE)
 _UNKNOWN_FLAGS = 0xFF & ~W.KNOWN_FLAGS
 
@@ -457,6 +462,25 @@ class FrameWriter:
         buf = self._buf
         start = len(buf)
         k0 = len(buf.refs)
+        if (
+            type(method) is int
+            and type(request_id) is int
+            and not kwargs
+            and deadline is None
+            and not metadata
+            and 0 <= request_id <= 0xFFFFFFFF
+            and 0 <= method <= 0xFFFF
+        ):
+            # A plain call by index: the checks below all pass.
+            try:
+                buf += _ZERO_HEADER
+                self.encoder.pack_into(buf, args)
+                self._finish(start, k0, _NOTIFY if notify else _REQUEST, 0, method, request_id)
+            except BaseException:
+                del buf[start:]
+                del buf.refs[k0:]
+                raise
+            return
         flags = 0
         method_index = 0
         if isinstance(method, int) and not isinstance(method, bool):
@@ -510,7 +534,7 @@ class FrameWriter:
 
     def write_response(self, request_id: int, value: Any) -> None:
         """Append a RESPONSE frame carrying ``value``."""
-        self.write_frame(W.MsgType.RESPONSE, request_id, value)
+        self.write_frame(_RESPONSE, request_id, value)
 
     def write_error(self, request_id: int, code: int, message: str, details: Any = None) -> None:
         """Append an ERROR frame with payload ``[code, message, details]``."""
@@ -522,9 +546,10 @@ class FrameWriter:
         start = len(buf)
         k0 = len(buf.refs)
         try:
-            if not W.MIN_MSG_TYPE <= type <= W.MAX_MSG_TYPE:
+            if not _MIN_MSG_TYPE <= type <= _MAX_MSG_TYPE:
                 raise ValueError(f"unknown message type {type}")
-            _check_u32(request_id, "request_id")
+            if not (request_id.__class__ is int and 0 <= request_id <= 0xFFFFFFFF):
+                _check_u32(request_id, "request_id")
             buf += _ZERO_HEADER
             self.encoder.pack_into(buf, value)
             self._finish(start, k0, type, 0, 0, request_id)
@@ -536,7 +561,8 @@ class FrameWriter:
     def _finish(self, start: int, k0: int, mtype: int, flags: int, method: int, request_id: int) -> None:
         # The frame starts at ``start`` in the buffer; its values held by
         # reference are self._buf.refs[k0:].
-        extra = sum(len(value) for _, value in self._buf.refs[k0:])
+        refs = self._buf.refs
+        extra = sum(len(value) for _, value in refs[k0:]) if len(refs) > k0 else 0
         size = len(self._buf) - start + extra
         if size > self.max_frame_size:
             raise FrameTooLarge(f"frame of {size} bytes exceeds max_frame_size={self.max_frame_size}")
