@@ -106,7 +106,7 @@ cdef enum:
     ZERO_COPY_MIN = 64 * 1024
     # get_buffer() hands out a partial frame's own storage when at least
     # this much of its body is still to come (smaller rests: scratch buffer).
-    IN_PLACE_MIN = 64 * 1024
+    IN_PLACE_MIN = 16 * 1024
     # What FrameParser.get_buffer() handed out.
     RECV_NONE = 0
     RECV_SCRATCH = 1     # the thread's scratch bytearray
@@ -372,7 +372,7 @@ cdef class FrameParser:
         """Writable memory for the next read (``asyncio.BufferedProtocol``).
 
         Read into it, then call :meth:`buffer_updated` with the byte count
-        before calling this again.  While a frame of which at least 64 KiB
+        before calling this again.  While a frame of which at least 16 KiB
         are still missing is being received, this is the rest of that
         frame's own storage, so the frame is received in place; otherwise a
         per-thread scratch buffer.

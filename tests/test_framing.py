@@ -895,3 +895,42 @@ def test_take_buffer_gives_the_same_bytes_as_take(impl, size):
     frames = impl.FrameParser(expect_preface=False).feed(bytes(got) + b.take_buffer())
     assert [f.request_id for f in frames] == [1, 2, 3]
     assert frames[0].value == b"p" * size and frames[2].value == b"q" * size
+
+
+# --------------------------------------------------------------------------
+# reading through get_buffer() / buffer_updated() (asyncio.BufferedProtocol)
+
+
+@pytest.mark.parametrize("sizes", [(10, 100_000, 20), (20_000, 3, 70_000, 16_384), (300_000,)])
+@pytest.mark.parametrize("read", [1, 4096, 20_000, 1 << 20])
+def test_buffered_reads_give_the_same_frames_as_feed(impl, sizes, read):
+    """Reads of any size into get_buffer()'s memory, large frames received
+    in place or not, give exactly the frames feed() gives."""
+    w = impl.FrameWriter()
+    w.write_preface()
+    for i, n in enumerate(sizes):
+        w.write_response(i + 1, bytes([i % 251]) * n)
+        w.write_frame(W.MsgType.PING, 0, i)
+    data = w.take()
+    expected = [frame_key(f) for f in impl.FrameParser().feed(data)]
+    parser = impl.FrameParser()
+    got = []
+    pos = 0
+    while pos < len(data):
+        buf = parser.get_buffer(-1)
+        n = min(read, len(buf), len(data) - pos)
+        assert n > 0
+        buf[:n] = data[pos:pos + n]
+        got += parser.buffer_updated(n)
+        pos += n
+    assert [frame_key(f) for f in got] == expected
+    parser.feed_eof()
+
+
+def test_buffer_updated_needs_a_matching_get_buffer(impl):
+    parser = impl.FrameParser()
+    with pytest.raises(ValueError):
+        parser.buffer_updated(1)
+    buf = parser.get_buffer(-1)
+    with pytest.raises(ValueError):
+        parser.buffer_updated(len(buf) + 1)
