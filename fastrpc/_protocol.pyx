@@ -22,7 +22,7 @@ from fastrpc._framing cimport Frame, FrameParser, FrameWriter
 
 from asyncio import CancelledError
 
-from .errors import EncodeError, FrameError, FrameTooLarge, Unavailable
+from .errors import DeadlineExceeded, EncodeError, FrameError, FrameTooLarge, Unavailable
 
 __all__ = ["CallSlot", "ClientCore", "ServerCore", "SyncCore"]
 
@@ -163,8 +163,8 @@ cdef class ClientCore(ConnectionCore):
 
     Subclasses provide ``_received(frames, error)``, which handles every
     frame the core does not (errors, control frames, protocol errors), and
-    ``_call_with_timeout``, ``_cancel_call``, ``_schedule_flush`` and
-    ``drain`` for :meth:`call`.
+    ``_expire``, ``_cancel_call``, ``_schedule_flush`` and ``drain`` for
+    :meth:`call`.
     """
 
     async def call(self, method, args, kwargs=None, timeout=None, metadata=None):
@@ -175,11 +175,14 @@ cdef class ClientCore(ConnectionCore):
             raise Unavailable(self.lost_reason or "connection is closed")
         if self.peer_goaway:
             raise Unavailable(self.lost_reason or "server is shutting down (goaway)")
+        deadline = None
         if timeout is not None:
-            return await self._call_with_timeout(method, args, kwargs, timeout, metadata)
+            if timeout <= 0:
+                raise DeadlineExceeded(f"deadline of {timeout}s already passed before {method} was sent")
+            deadline = int(timeout * 1_000_000)  # the server enforces it too
         rid = self._next_id = _free_id(self._next_id, self._pending)
         writer = self._writer
-        writer._write_request(rid, self.methods.get(method, method), args, kwargs, None, metadata, False)
+        writer._write_request(rid, self.methods.get(method, method), args, kwargs, deadline, metadata, False)
         fut = self._loop.create_future()
         pending = self._pending
         if not pending and self._flush_handle is None:
@@ -196,16 +199,20 @@ cdef class ClientCore(ConnectionCore):
             self._schedule_flush()
         if self._write_paused:
             await self.drain()
+        if timeout is None:
+            try:
+                return await fut
+            except CancelledError:
+                self._cancel_call(rid, fut)
+                raise
+        timer = self._loop.call_later(timeout, self._expire, rid, fut, method, timeout)
         try:
             return await fut
         except CancelledError:
             self._cancel_call(rid, fut)
             raise
-
-    def _next_request_id(self):
-        """A request id not in flight (for the Python side's calls)."""
-        self._next_id = _free_id(self._next_id, self._pending)
-        return self._next_id
+        finally:
+            timer.cancel()
 
     cdef int _dispatch(self, list frames) except -1:
         cdef Py_ssize_t i = 0

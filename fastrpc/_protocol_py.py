@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any, List, Optional
 
-from .errors import EncodeError, FrameError, FrameTooLarge, Unavailable
+from .errors import DeadlineExceeded, EncodeError, FrameError, FrameTooLarge, Unavailable
 
 __all__ = ["CallSlot", "ClientCore", "ServerCore", "SyncCore"]
 
@@ -142,8 +142,8 @@ class ClientCore(ConnectionCore):
     Subclasses set the attributes declared in ``_protocol.pxd`` and provide
     ``_received(frames, error)``, which handles every frame the core does
     not (errors, control frames, protocol errors), and
-    ``_call_with_timeout``, ``_cancel_call``, ``_schedule_flush`` and
-    ``drain`` for :meth:`call`.
+    ``_expire``, ``_cancel_call``, ``_schedule_flush`` and ``drain`` for
+    :meth:`call`.
     """
 
     async def call(
@@ -159,11 +159,14 @@ class ClientCore(ConnectionCore):
             raise Unavailable(self.lost_reason or "connection is closed")
         if self.peer_goaway:
             raise Unavailable(self.lost_reason or "server is shutting down (goaway)")
+        deadline = None
         if timeout is not None:
-            return await self._call_with_timeout(method, args, kwargs, timeout, metadata)
+            if timeout <= 0:
+                raise DeadlineExceeded(f"deadline of {timeout}s already passed before {method} was sent")
+            deadline = int(timeout * 1_000_000)  # the server enforces it too
         rid = self._next_id = _free_id(self._next_id, self._pending)
         writer = self._writer
-        writer.write_request(rid, self.methods.get(method, method), args, kwargs, metadata=metadata)
+        writer.write_request(rid, self.methods.get(method, method), args, kwargs, deadline=deadline, metadata=metadata)
         fut = self._loop.create_future()
         pending = self._pending
         if not pending and self._flush_handle is None:
@@ -180,16 +183,20 @@ class ClientCore(ConnectionCore):
             self._schedule_flush()
         if self._write_paused:
             await self.drain()
+        if timeout is None:
+            try:
+                return await fut
+            except asyncio.CancelledError:
+                self._cancel_call(rid, fut)
+                raise
+        timer = self._loop.call_later(timeout, self._expire, rid, fut, method, timeout)
         try:
             return await fut
         except asyncio.CancelledError:
             self._cancel_call(rid, fut)
             raise
-
-    def _next_request_id(self) -> int:
-        """A request id not in flight (for the Python side's calls)."""
-        self._next_id = _free_id(self._next_id, self._pending)
-        return self._next_id
+        finally:
+            timer.cancel()
 
     def _dispatch(self, frames: List[Any]) -> None:
         pending = self._pending

@@ -352,36 +352,6 @@ class ClientProtocol(ClientCore, BaseProtocol):
 
     # -- calls -------------------------------------------------------------------
 
-    async def _call_with_timeout(
-        self, method: str, args: Any, kwargs: Optional[dict], timeout: float, metadata: Optional[dict]
-    ) -> Any:
-        # ClientCore.call with a deadline, which the server also enforces.
-        if timeout <= 0:
-            raise DeadlineExceeded(f"deadline of {timeout}s already passed before {method} was sent")
-        rid = self._next_request_id()
-        self._writer.write_request(
-            rid, self.methods.get(method, method), args, kwargs, deadline=int(timeout * 1_000_000), metadata=metadata
-        )
-        loop = self._loop
-        fut = loop.create_future()
-        pending = self._pending
-        if not pending and self._flush_handle is None:
-            pending[rid] = fut
-            self._flush()
-        else:
-            pending[rid] = fut
-            self._schedule_flush()
-        if self._write_paused:
-            await self.drain()
-        timer = loop.call_later(timeout, self._expire, rid, fut, method, timeout)
-        try:
-            return await fut
-        except asyncio.CancelledError:
-            self._cancel_call(rid, fut)
-            raise
-        finally:
-            timer.cancel()
-
     def notify(self, method: str, args: Any, kwargs: Optional[dict] = None, metadata: Optional[dict] = None) -> None:
         """Send a one-way call (no answer, no error report)."""
         if self._closing or self._transport is None:
