@@ -12,13 +12,15 @@ argument tuple per call.  The first frame that needs anything else (async
 or blocking handlers, names, kwargs, errors, control frames, backpressure)
 and every frame after it go to the Python glue in ``server.py`` /
 ``protocol.py``, in order, so the two paths can never answer out of order.
+:class:`SyncCore` does the same for the blocking-socket client's plain calls
+(base of ``client._SyncConnection``).
 """
 
 cimport cython
 from cpython.list cimport PyList_GET_ITEM, PyList_GET_SIZE
 from cpython.object cimport PyObject
 
-from fastrpc._framing cimport Frame, FrameParser, FrameWriter
+from fastrpc._framing cimport FLAG_KWARGS, FLAG_METHOD_NAME, Frame, FrameParser, FrameWriter
 
 from asyncio import CancelledError
 
@@ -40,8 +42,6 @@ cdef object REQUEST = 1
 cdef object RESPONSE = 2
 
 cdef enum:
-    FLAG_METHOD_NAME = 0x01
-    FLAG_KWARGS = 0x08
     # Requests with these flags take the Python path (name lookup, kwargs).
     SLOW_FLAGS = FLAG_METHOD_NAME | FLAG_KWARGS
     # Answers buffered past this are written before the next request is

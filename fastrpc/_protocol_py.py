@@ -16,14 +16,15 @@ from __future__ import annotations
 import asyncio
 from typing import Any, List, Optional
 
+from . import _wire as W
 from .errors import DeadlineExceeded, EncodeError, FrameError, FrameTooLarge, Unavailable
 
 __all__ = ["CallSlot", "ClientCore", "ServerCore", "SyncCore"]
 
-_REQUEST = 1
-_RESPONSE = 2
+_REQUEST = int(W.MsgType.REQUEST)
+_RESPONSE = int(W.MsgType.RESPONSE)
 # Requests with these flags take the glue's path (name lookup, kwargs).
-_SLOW_FLAGS = 0x01 | 0x08
+_SLOW_FLAGS = W.FLAG_METHOD_NAME | W.FLAG_KWARGS
 # Answers buffered past this are written before the next request is handled
 # (server.py's _FLUSH_AT, same value).
 _FLUSH_AT = 256 * 1024
