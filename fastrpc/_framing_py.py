@@ -241,11 +241,20 @@ class FrameParser:
             self._buf = bytearray()
             self._frame_size = 0
         # Whole frames straight from the chunk, no copy of the chunk.
+        max_size = self.max_frame_size
+        parse = self._parse
         while end - pos >= _HEADER_SIZE:
-            size = self._check_header(data, pos)
+            size = _unpack_I(data, pos)[0] + 4
+            if (
+                size > max_size
+                or size < _HEADER_SIZE
+                or not _MIN_MSG_TYPE <= data[pos + 4] <= _MAX_MSG_TYPE
+                or data[pos + 5] & _UNKNOWN_FLAGS
+            ):
+                size = self._check_header(data, pos)  # raises the precise error
             if end - pos < size:
                 break
-            frames.append(self._parse(data, pos, pos + size))
+            frames.append(parse(data, pos, pos + size))
             pos += size
         if pos < end:
             rest = data[pos:]
@@ -413,7 +422,12 @@ class FrameWriter:
         hands large batches over without a copy; here it is :meth:`take`).
         Values held by reference (:attr:`chunked`) are copied in; use
         :meth:`take_chunks` to send them without."""
-        return self.take()
+        buf = self._buf
+        if self._ref_bytes:
+            return self.take()
+        out = bytes(buf)
+        del buf[:]
+        return out
 
     def take_chunks(self) -> List[Any]:
         """Everything written so far as a list of buffers, for
@@ -534,7 +548,20 @@ class FrameWriter:
 
     def write_response(self, request_id: int, value: Any) -> None:
         """Append a RESPONSE frame carrying ``value``."""
-        self.write_frame(_RESPONSE, request_id, value)
+        if not (request_id.__class__ is int and 0 <= request_id <= 0xFFFFFFFF):
+            self.write_frame(_RESPONSE, request_id, value)  # raises the precise error
+            return
+        buf = self._buf
+        start = len(buf)
+        k0 = len(buf.refs)
+        try:
+            buf += _ZERO_HEADER
+            self.encoder.pack_into(buf, value)
+            self._finish(start, k0, _RESPONSE, 0, 0, request_id)
+        except BaseException:
+            del buf[start:]
+            del buf.refs[k0:]
+            raise
 
     def write_error(self, request_id: int, code: int, message: str, details: Any = None) -> None:
         """Append an ERROR frame with payload ``[code, message, details]``."""
