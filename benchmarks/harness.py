@@ -4,7 +4,7 @@ which installs the peers first).
 Every system runs as a server process and a client process on loopback,
 following the contract in ``benchmarks/peers/README.md``.  For each system
 and workload the client runs ``--runs`` times (default 3; W1 and W3:
-``--paired-runs``, default 7, of 0.4 s); a cell is the
+``--paired-runs``, default 9, of 0.4 s); a cell is the
 median with the spread (min-max) beside it, and every figure is also given
 as a ratio to the floor measured in the same run; all servers stay up and
 the runs are interleaved across systems, so that ratios compare figures
@@ -385,8 +385,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.harness", description=__doc__.split("\n\n")[0])
     ap.add_argument("--duration", type=float, default=1.0, help="seconds per client run (default 1)")
     ap.add_argument("--runs", type=int, default=3, help="client runs per cell (median; default 3)")
-    ap.add_argument("--paired-runs", type=int, default=7,
-                    help="runs per cell of W1 and W3, each after a floor run (median of the pairs; default 7)")
+    ap.add_argument("--paired-runs", type=int, default=9,
+                    help="runs per cell of W1 and W3, each after a floor run (median of the pairs; default 9)")
     ap.add_argument("--paired-duration", type=float, default=0.4,
                     help="seconds per client run of W1 and W3 (default 0.4)")
     ap.add_argument("--only", nargs="*", help="run only systems whose name contains one of these words")
