@@ -548,20 +548,7 @@ class FrameWriter:
 
     def write_response(self, request_id: int, value: Any) -> None:
         """Append a RESPONSE frame carrying ``value``."""
-        if not (request_id.__class__ is int and 0 <= request_id <= 0xFFFFFFFF):
-            self.write_frame(_RESPONSE, request_id, value)  # raises the precise error
-            return
-        buf = self._buf
-        start = len(buf)
-        k0 = len(buf.refs)
-        try:
-            buf += _ZERO_HEADER
-            self.encoder.pack_into(buf, value)
-            self._finish(start, k0, _RESPONSE, 0, 0, request_id)
-        except BaseException:
-            del buf[start:]
-            del buf.refs[k0:]
-            raise
+        self.write_frame(_RESPONSE, request_id, value)
 
     def write_error(self, request_id: int, code: int, message: str, details: Any = None) -> None:
         """Append an ERROR frame with payload ``[code, message, details]``."""
