@@ -13,6 +13,7 @@ is limited by ``max_depth``, and optional per-kind length limits apply.
 
 from __future__ import annotations
 
+import math
 import struct
 from typing import Any, Callable, Optional
 
@@ -195,6 +196,20 @@ class Encoder:
             raise EncodeError(f"cannot encode object of type {type(obj).__name__}")
 
 
+def _check_limit(name: str, value: Any) -> None:
+    # A limit is compared with lengths: None or any real number (as the
+    # compiled twin, which floors it); anything else fails here, not at the
+    # first decode.
+    if value is None:
+        return
+    try:
+        math.floor(value)
+    except (ValueError, OverflowError):  # nan, inf: comparisons still work
+        pass
+    except TypeError:
+        raise TypeError(f"{name} must be an int or None, not {type(value).__name__}") from None
+
+
 def _pack_int(buf: bytearray, n: int) -> None:
     if n >= 0:
         if n < 0x80:
@@ -309,6 +324,14 @@ class Decoder:
         ext_hook: Optional[Callable[[int, bytes], Any]] = None,
     ) -> None:
         _check_depth(max_depth)
+        for name, value in (
+            ("max_str_len", max_str_len),
+            ("max_bin_len", max_bin_len),
+            ("max_array_len", max_array_len),
+            ("max_map_len", max_map_len),
+            ("max_ext_len", max_ext_len),
+        ):
+            _check_limit(name, value)
         self.max_depth = max_depth
         self.max_str_len = _NO_LIMIT if max_str_len is None else max_str_len
         self.max_bin_len = _NO_LIMIT if max_bin_len is None else max_bin_len

@@ -332,7 +332,9 @@ cdef class FrameParser:
                 except BufferError:  # a non-contiguous view: bytes() copies it in order
                     pass
             if not have_view:
-                data = bytes(data)
+                # Any bytes-like object, copied in order; not an int (which
+                # bytes() would turn into that many zero bytes) or a list.
+                data = bytes(memoryview(data))
         if have_view:
             ptr = <const unsigned char*>view.buf
             n = view.len
@@ -750,10 +752,9 @@ cdef int _type_arg(object t, unsigned int* out) except -1:
             raise ValueError(f"unknown message type {t}")
         out[0] = <unsigned int>v
         return ARG_OK
+    _check_int(t, "message type")  # an IntEnum such as MsgType passes; bool does not
     if not MIN_MSG_TYPE <= t <= MAX_MSG_TYPE:
         raise ValueError(f"unknown message type {t}")
-    if not PyIndex_Check(t):
-        return ARG_NOT_INT
     t = PyNumber_Index(t)
     if not 0 <= t <= 0xFF:
         return ARG_RANGE

@@ -157,7 +157,9 @@ class FrameParser:
         if self._error is not None:
             raise self._again()
         if type(data) is not bytes:
-            data = bytes(data)
+            # Any bytes-like object, copied in order; not an int (which
+            # bytes() would turn into that many zero bytes) or a list.
+            data = bytes(memoryview(data))
         frames: List[Frame] = []
         try:
             self._feed(data, frames)
@@ -560,6 +562,8 @@ class FrameWriter:
         start = len(buf)
         k0 = len(buf.refs)
         try:
+            if type.__class__ is not int:
+                _check_int(type, "message type")  # an IntEnum such as MsgType passes; bool does not
             if not _MIN_MSG_TYPE <= type <= _MAX_MSG_TYPE:
                 raise ValueError(f"unknown message type {type}")
             if not (request_id.__class__ is int and 0 <= request_id <= 0xFFFFFFFF):

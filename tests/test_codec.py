@@ -889,3 +889,11 @@ def test_random_bytes_agree_with_msgpack(impl, data):
     assert ours_ok == theirs_ok, f"fastrpc {'accepts' if ours_ok else 'rejects'} {data.hex()}, msgpack does not"
     if ours_ok:
         assert_same(normalize(theirs), ours)
+
+
+@pytest.mark.parametrize("name", ["max_str_len", "max_bin_len", "max_array_len", "max_map_len", "max_ext_len"])
+def test_decoder_limits_are_checked_when_built(impl, name):
+    with pytest.raises(TypeError):
+        impl.Decoder(**{name: "10"})
+    for ok in (None, 0, 10, 2**70, 7.5):
+        impl.Decoder(**{name: ok})

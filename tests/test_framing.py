@@ -934,3 +934,26 @@ def test_buffer_updated_needs_a_matching_get_buffer(impl):
     buf = parser.get_buffer(-1)
     with pytest.raises(ValueError):
         parser.buffer_updated(len(buf) + 1)
+
+
+@pytest.mark.parametrize("bad", [5, [1, 2, 3], "text", None])
+def test_feed_takes_only_bytes_like_input(impl, bad):
+    parser = impl.FrameParser()
+    with pytest.raises(TypeError):
+        parser.feed(bad)
+    # nothing was consumed: the parser still works
+    w = impl.FrameWriter()
+    w.write_preface()
+    w.write_frame(MsgType.PING, 0, 1)
+    assert [f.value for f in parser.feed(w.take())] == [1]
+
+
+@pytest.mark.parametrize("bad", [2.0, True, "2", None])
+def test_write_frame_type_must_be_an_int(impl, bad):
+    w = impl.FrameWriter()
+    with pytest.raises(TypeError):
+        w.write_frame(bad, 0, None)
+    assert len(w) == 0
+    w.write_frame(MsgType.PING, 0, None)  # an IntEnum is an int
+    with pytest.raises(ValueError):
+        w.write_frame(99, 0, None)
