@@ -31,6 +31,9 @@ _pack_h = struct.Struct(">h").pack
 _pack_i = struct.Struct(">i").pack
 _pack_q = struct.Struct(">q").pack
 _pack_d = struct.Struct(">d").pack
+# A type byte and its uint16/uint32 in one pack (one bytes object, not three).
+_pack_cd = struct.Struct(">BH").pack
+_pack_ce = struct.Struct(">BI").pack
 
 _unpack_H = struct.Struct(">H").unpack_from
 _unpack_I = struct.Struct(">I").unpack_from
@@ -95,7 +98,11 @@ class Encoder:
         """
         start = len(buf)
         try:
-            self._pack(buf, obj, 0)
+            t = type(obj)
+            if t is tuple or t is list:
+                self._pack_array(buf, obj, 0)  # call arguments: skip _pack's dispatch
+            else:
+                self._pack(buf, obj, 0)
         except RecursionError:
             del buf[start:]
             raise EncodeError("value nested too deeply for the Python stack") from None
@@ -143,8 +150,12 @@ class Encoder:
         depth += 1
         pack = self._pack
         for item in obj:
-            if type(item) is int and 0 <= item < 0x80:
-                buf.append(item)  # positive fixint, inline: the commonest item
+            if type(item) is int:
+                # The commonest item, with no dispatch; a positive fixint inline.
+                if 0 <= item < 0x80:
+                    buf.append(item)
+                else:
+                    _pack_int(buf, item)
             else:
                 pack(buf, item, depth)
 
@@ -217,9 +228,9 @@ def _pack_int(buf: bytearray, n: int) -> None:
         elif n <= 0xFF:
             buf += b"\xcc" + _pack_B(n)
         elif n <= 0xFFFF:
-            buf += b"\xcd" + _pack_H(n)
+            buf += _pack_cd(0xCD, n)
         elif n <= 0xFFFFFFFF:
-            buf += b"\xce" + _pack_I(n)
+            buf += _pack_ce(0xCE, n)
         elif n <= 0xFFFFFFFFFFFFFFFF:
             buf += b"\xcf" + _pack_Q(n)
         else:
@@ -301,6 +312,58 @@ def _check_depth(max_depth: int) -> None:
         raise ValueError(f"max_depth must be in 0..{MAX_DEPTH_LIMIT}")
 
 
+def _flat_array(data: bytes, pos: int, end: int, n: int) -> Optional[list]:
+    # The items of a fixarray that holds only ints, nil, bools and fixstrs
+    # and ends exactly at ``end`` (most call arguments), decoded in one loop
+    # with no call per item.  None for anything else, or for any input the
+    # general decoder would reject: the caller then decodes it that way.
+    out = []
+    append = out.append
+    for _ in range(n):
+        if pos >= end:
+            return None
+        c = data[pos]
+        if c <= 0x7F:
+            append(c)
+            pos += 1
+        elif c >= 0xE0:
+            append(c - 0x100)
+            pos += 1
+        elif c == 0xCD:
+            if pos + 3 > end:
+                return None
+            append(data[pos + 1] << 8 | data[pos + 2])
+            pos += 3
+        elif c == 0xCC:
+            if pos + 2 > end:
+                return None
+            append(data[pos + 1])
+            pos += 2
+        elif 0xA0 <= c <= 0xBF:
+            stop = pos + 1 + (c & 0x1F)
+            if stop > end:
+                return None
+            try:
+                append(data[pos + 1 : stop].decode("utf-8"))
+            except UnicodeDecodeError:
+                return None
+            pos = stop
+        elif c == 0xCE:
+            if pos + 5 > end:
+                return None
+            append(_unpack_I(data, pos + 1)[0])
+            pos += 5
+        elif c == 0xC0:
+            append(None)
+            pos += 1
+        elif c == 0xC2 or c == 0xC3:
+            append(c == 0xC3)
+            pos += 1
+        else:
+            return None
+    return out if pos == end else None
+
+
 class Decoder:
     """Decodes one msgpack value, bounded for untrusted input.
 
@@ -352,6 +415,21 @@ class Decoder:
             raise ValueError(f"range {start}:{end} is outside the {len(data)}-byte input")
         if start == end:
             raise DecodeError("empty input: expected a msgpack value")
+        b = data[start]
+        if end - start <= 3:
+            # Small ints, the commonest answers, with no call.
+            if b <= 0x7F and end - start == 1:
+                return b
+            if b == 0xCD and end - start == 3:
+                return data[start + 1] << 8 | data[start + 2]
+            if b == 0xCC and end - start == 2:
+                return data[start + 1]
+        if 0x90 <= b <= 0x9F and self.max_depth and self.max_array_len >= 15 and self.max_str_len >= 31:
+            # _flat_array checks no limits: it is used only where none can
+            # apply to a fixarray (at most 15 items) of scalars and fixstrs.
+            out = _flat_array(data, start + 1, end, b & 0x0F)
+            if out is not None:
+                return out
         try:
             obj, pos = self._decode(data, start, end, 0)
         except RecursionError:

@@ -160,6 +160,9 @@ class FrameParser:
             # Any bytes-like object, copied in order; not an int (which
             # bytes() would turn into that many zero bytes) or a list.
             data = bytes(memoryview(data))
+        return self._run(data)
+
+    def _run(self, data: bytes) -> List[Frame]:
         frames: List[Frame] = []
         try:
             self._feed(data, frames)
@@ -199,7 +202,9 @@ class FrameParser:
         if view is None or not 0 <= nbytes <= len(view):
             raise ValueError("buffer_updated() without a matching get_buffer()")
         self._recv_view = None
-        return self.feed(bytes(view[:nbytes]))
+        if self._error is not None:
+            raise self._again()
+        return self._run(bytes(view[:nbytes]))
 
     def feed_eof(self) -> None:
         """Signal the end of the stream; raises :class:`TruncatedFrame` if a
@@ -245,19 +250,29 @@ class FrameParser:
         # Whole frames straight from the chunk, no copy of the chunk.
         max_size = self.max_frame_size
         parse = self._parse
+        decode = self.decoder.decode_range
+        append = frames.append
         while end - pos >= _HEADER_SIZE:
-            size = _unpack_I(data, pos)[0] + 4
-            if (
-                size > max_size
-                or size < _HEADER_SIZE
-                or not _MIN_MSG_TYPE <= data[pos + 4] <= _MAX_MSG_TYPE
-                or data[pos + 5] & _UNKNOWN_FLAGS
-            ):
+            size, mtype, flags, method, request_id = _unpack_header(data, pos)
+            size += 4
+            if size > max_size or size < _HEADER_SIZE or not _MIN_MSG_TYPE <= mtype <= _MAX_MSG_TYPE or flags & _UNKNOWN_FLAGS:
                 size = self._check_header(data, pos)  # raises the precise error
-            if end - pos < size:
+            stop = pos + size
+            if stop > end:
                 break
-            frames.append(parse(data, pos, pos + size))
-            pos += size
+            if flags:
+                append(parse(data, pos, stop))
+            else:
+                # No name, deadline or metadata (nearly every frame): the
+                # payload follows the header.  Parsed here, with no call.
+                value = error = None
+                if stop > pos + _HEADER_SIZE:
+                    try:
+                        value = decode(data, pos + _HEADER_SIZE, stop)
+                    except DecodeError as exc:
+                        error = exc
+                append(Frame(mtype, 0, method, None, request_id, None, None, value, error))
+            pos = stop
         if pos < end:
             rest = data[pos:]
             if len(rest) >= 4:
@@ -491,7 +506,12 @@ class FrameWriter:
             try:
                 buf += _ZERO_HEADER
                 self.encoder.pack_into(buf, args)
-                self._finish(start, k0, _NOTIFY if notify else _REQUEST, 0, method, request_id)
+                if len(buf.refs) == k0 and len(buf) - start <= self.max_frame_size:
+                    # Nothing held by reference and within the limit: _finish's
+                    # checks pass, so write the header here.
+                    _pack_header_into(buf, start, len(buf) - start - 4, _NOTIFY if notify else _REQUEST, 0, method, request_id)
+                else:
+                    self._finish(start, k0, _NOTIFY if notify else _REQUEST, 0, method, request_id)
             except BaseException:
                 del buf[start:]
                 del buf.refs[k0:]
@@ -570,7 +590,10 @@ class FrameWriter:
                 _check_u32(request_id, "request_id")
             buf += _ZERO_HEADER
             self.encoder.pack_into(buf, value)
-            self._finish(start, k0, type, 0, 0, request_id)
+            if len(buf.refs) == k0 and len(buf) - start <= self.max_frame_size:
+                _pack_header_into(buf, start, len(buf) - start - 4, type, 0, 0, request_id)  # as in write_request
+            else:
+                self._finish(start, k0, type, 0, 0, request_id)
         except BaseException:
             del buf[start:]
             del buf.refs[k0:]

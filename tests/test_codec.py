@@ -897,3 +897,69 @@ def test_decoder_limits_are_checked_when_built(impl, name):
         impl.Decoder(**{name: "10"})
     for ok in (None, 0, 10, 2**70, 7.5):
         impl.Decoder(**{name: ok})
+
+
+FLAT = [
+    [],
+    [0, 1, 127],
+    [128, 255, 256, 65535, 65536, 2**32 - 1],
+    [-1, -32, -33, -128, -129, -(2**31)],
+    [None, True, False],
+    ["", "a", "é", "x" * 31, "x" * 32],
+    ["abc", 1, "é"],
+    [2**32, 2**63, 1.5, b"b", [1], {}],  # items the fast path hands back to the general one
+    list(range(15)),
+]
+
+
+@pytest.mark.parametrize("items", FLAT, ids=range(len(FLAT)))
+def test_flat_arrays_decode_as_the_general_path(impl, items):
+    # Small arrays of scalars (call arguments) take a fast path in the pure
+    # decoder: results, truncation, trailing bytes and limits must be the
+    # general path's, also when a limit is changed after construction.
+    data = impl.packb(items)
+    assert_same(items, impl.unpackb(data))
+    dec = impl.Decoder()
+    for i in range(len(data)):
+        with pytest.raises(DecodeError):
+            dec.decode(data[:i])
+    with pytest.raises(DecodeError):
+        dec.decode(data + b"\x00")
+    assert_same(items, dec.decode_range(b"\xc0" + data + b"\xc0", 1, len(data) + 1))
+    if items:
+        with pytest.raises(DecodeError):
+            impl.Decoder(max_depth=0).decode(data)
+        with pytest.raises(DecodeError):
+            impl.Decoder(max_array_len=len(items) - 1).decode(data)
+        dec.max_array_len = len(items) - 1
+        with pytest.raises(DecodeError):
+            dec.decode(data)
+    longest = max((len(x.encode()) for x in items if type(x) is str), default=0)
+    if longest:
+        with pytest.raises(DecodeError):
+            impl.Decoder(max_str_len=longest - 1).decode(data)
+        dec = impl.Decoder()
+        dec.max_str_len = longest - 1
+        with pytest.raises(DecodeError):
+            dec.decode(data)
+
+
+@pytest.mark.parametrize(
+    "data",
+    ["92a1fe01", "9201a2c328", "93cd01", "92cc", "92ce000000", "9201c1", "92c0c0c0", "91d9", "93010203ff"],
+)
+def test_flat_array_errors(impl, data):
+    with pytest.raises(DecodeError):
+        impl.unpackb(bytes.fromhex(data))
+
+
+@pytest.mark.parametrize("data", ["01", "7f", "cc80", "ccff", "cd0100", "cdffff", "cd00", "cc", "cdff", "cd010000"])
+def test_small_int_answers(impl, data):
+    raw = bytes.fromhex(data)
+    try:
+        expected = msgpack.unpackb(raw)
+    except Exception:
+        with pytest.raises(DecodeError):
+            impl.unpackb(raw)
+    else:
+        assert_same(expected, impl.unpackb(raw))
