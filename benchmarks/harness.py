@@ -9,8 +9,9 @@ median with the spread (min-max) beside it, and every figure is also given
 as a ratio to the floor measured in the same run; all servers stay up and
 the runs are interleaved across systems, so that ratios compare figures
 taken seconds apart, not minutes (shared cores drift).  On the
-latency-bound workloads (W1, W3) each run of a system also follows a run
-of its floor, and "vs floor" is the median of those per-pair ratios, with
+latency-bound workloads (W1, W3) each run of a system is also paired with
+a run of its floor, taken right before it or (every other pair) right
+after, and "vs floor" is the median of those per-pair ratios, with
 the p50 difference to the floor beside it (median of per-pair
 differences).  The server's own CPU time (``/proc/PID/stat``) is read
 around each client run and divided by the calls it served.
@@ -27,6 +28,7 @@ Results: a table on stdout, ``benchmarks/results/results.json`` and
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -443,19 +445,28 @@ def main(argv: Optional[List[str]] = None) -> int:
         by_name = {system.name: (server, system) for server, system in runnable}
         for wl in args.workloads:
             runs, duration = (args.paired_runs, args.paired_duration) if wl in PAIRED else (args.runs, args.duration)
-            for _ in range(runs):
+            for k in range(runs):
                 for server, system in runnable:
                     if wl not in system.workloads:
                         continue
                     pair = None
                     floor = by_name.get(system.floor) if system.floor else None
-                    if wl in PAIRED and floor is not None and wl in floor[1].workloads:
-                        # The floor again, right before: this run's ratio
-                        # and p50 difference compare figures seconds apart.
+                    paired = wl in PAIRED and floor is not None and wl in floor[1].workloads
+                    if paired:
+                        # The floor again, right before or after: this run's
+                        # ratio and p50 difference compare figures seconds
+                        # apart.  The order alternates (floor first in even
+                        # pairs, last in odd ones), so that whatever favours
+                        # the first or the second of two runs cancels out.
                         fserver, fsystem = floor
-                        pair = run_client(fsystem, live[fserver.key], wl, duration, fserver.env or _env(False))
-                        raw[fsystem.name][wl].append(pair)
+                        floor_run = functools.partial(run_client, fsystem, live[fserver.key], wl, duration, fserver.env or _env(False))
+                        if k % 2 == 0:
+                            pair = floor_run()
                     result = run_client(system, live[server.key], wl, duration, server.env or _env(False))
+                    if paired:
+                        if k % 2 == 1:
+                            pair = floor_run()
+                        raw[fsystem.name][wl].append(pair)
                     if pair is not None and not pair.get("error") and pair.get("calls"):
                         result["paired_floor"] = {k: pair.get(k) for k in ("calls_per_s", "p50_us", "mb_per_s")}
                     raw[system.name][wl].append(result)
