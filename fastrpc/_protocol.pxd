@@ -22,6 +22,7 @@ cdef class ServerCore(ConnectionCore):
     cdef public dict _calls             # async/blocking calls in flight, by id
     cdef public object _backlog         # frames held back while paused (or None)
     cdef public bint _draining          # GOAWAY sent: new calls are refused
+    cdef public object _last_call       # id of the last request accepted (GOAWAY says it)
     cdef public bint _read_paused
     cdef public list _methods           # the dispatch table (_Method objects)
     cdef public list _inline            # per method index: the sync handler, else None

@@ -24,7 +24,7 @@ from fastrpc._framing cimport FLAG_KWARGS, FLAG_METHOD_NAME, Frame, FrameParser,
 
 from asyncio import CancelledError
 
-from .errors import DeadlineExceeded, EncodeError, FrameError, FrameTooLarge, Unavailable
+from .errors import DeadlineExceeded, EncodeError, FrameError, FrameTooLarge, NotProcessed, Unavailable
 
 __all__ = ["CallSlot", "ClientCore", "ServerCore", "SyncCore"]
 
@@ -131,6 +131,7 @@ cdef class ServerCore(ConnectionCore):
             if calls and rid in calls:
                 break  # protocol error, reported by the Python path
             i += 1
+            self._last_call = rid
             try:
                 result = PyObject_Vectorcall(fn, PySequence_Fast_ITEMS(args), PyList_GET_SIZE(args), NULL)
             except Exception as exc:
@@ -167,8 +168,14 @@ cdef class ClientCore(ConnectionCore):
     :meth:`call`.
     """
 
-    async def call(self, method, args, kwargs=None, timeout=None, metadata=None):
-        """Send one call and wait for its result."""
+    async def call(self, method, args, kwargs=None, timeout=None, metadata=None, bint resend=True):
+        """Send one call and wait for its result.
+
+        A call the server ended the connection without reading
+        (:class:`NotProcessed`) goes once more, with the time left, to
+        ``self._resend`` (set by the client that owns this connection)
+        unless ``resend`` is false.
+        """
         cdef unsigned long long rid
         cdef FrameWriter writer
         if self._closing or self._transport is None:
@@ -205,14 +212,22 @@ cdef class ClientCore(ConnectionCore):
             except CancelledError:
                 self._cancel_call(rid, fut)
                 raise
+            except NotProcessed:
+                if not resend or self._resend is None:
+                    raise
+            return await self._resend(method, args, kwargs, None, metadata)
         timer = self._loop.call_later(timeout, self._expire, rid, fut, method, timeout)
         try:
             return await fut
         except CancelledError:
             self._cancel_call(rid, fut)
             raise
+        except NotProcessed:
+            if not resend or self._resend is None:
+                raise
         finally:
             timer.cancel()
+        return await self._resend(method, args, kwargs, timer.when() - self._loop.time(), metadata)
 
     cdef int _dispatch(self, list frames) except -1:
         cdef Py_ssize_t i = 0

@@ -17,7 +17,7 @@ import asyncio
 from typing import Any, List, Optional
 
 from . import _wire as W
-from .errors import DeadlineExceeded, EncodeError, FrameError, FrameTooLarge, Unavailable
+from .errors import DeadlineExceeded, EncodeError, FrameError, FrameTooLarge, NotProcessed, Unavailable
 
 __all__ = ["CallSlot", "ClientCore", "ServerCore", "SyncCore"]
 
@@ -111,6 +111,7 @@ class ServerCore(ConnectionCore):
             if calls and rid in calls:
                 break  # protocol error, reported by the glue
             i += 1
+            self._last_call = rid
             try:
                 result = fn(*args)
             except Exception as exc:  # noqa: BLE001 - becomes an error status
@@ -154,8 +155,15 @@ class ClientCore(ConnectionCore):
         kwargs: Optional[dict] = None,
         timeout: Optional[float] = None,
         metadata: Optional[dict] = None,
+        resend: bool = True,
     ) -> Any:
-        """Send one call and wait for its result."""
+        """Send one call and wait for its result.
+
+        A call the server ended the connection without reading
+        (:class:`NotProcessed`) goes once more, with the time left, to
+        ``self._resend`` (set by the client that owns this connection)
+        unless ``resend`` is false.
+        """
         if self._closing or self._transport is None:
             raise Unavailable(self.lost_reason or "connection is closed")
         if self.peer_goaway:
@@ -190,14 +198,22 @@ class ClientCore(ConnectionCore):
             except asyncio.CancelledError:
                 self._cancel_call(rid, fut)
                 raise
+            except NotProcessed:
+                if not resend or self._resend is None:
+                    raise
+            return await self._resend(method, args, kwargs, None, metadata)
         timer = self._loop.call_later(timeout, self._expire, rid, fut, method, timeout)
         try:
             return await fut
         except asyncio.CancelledError:
             self._cancel_call(rid, fut)
             raise
+        except NotProcessed:
+            if not resend or self._resend is None:
+                raise
         finally:
             timer.cancel()
+        return await self._resend(method, args, kwargs, timer.when() - self._loop.time(), metadata)
 
     def _dispatch(self, frames: List[Any]) -> None:
         pending = self._pending

@@ -30,7 +30,9 @@ from .errors import (
     FastRPCError,
     FrameError,
     Internal,
+    NotProcessed,
     RpcError,
+    StatusCode,
     Unavailable,
     error_from_payload,
 )
@@ -44,6 +46,8 @@ from .protocol import (
     PONG,
     RESPONSE,
     ClientProtocol,
+    goaway_last_call,
+    sent_after,
 )
 
 __all__ = ["AsyncClient", "Client", "connect", "Backoff"]
@@ -137,6 +141,9 @@ class AsyncClient:
         self.backoff = backoff if backoff is not None else Backoff()
         self._protocol: Optional[ClientProtocol] = None
         self._connecting: Optional[asyncio.Future] = None
+        #: where a call the server never read goes once more (a Pool
+        #: points this at itself, to use its other connections)
+        self._resend_to: Callable[..., Any] = self._resend
         self._next_attempt = 0.0
         self._last_error: Optional[BaseException] = None
         self._closed = False
@@ -189,6 +196,7 @@ class AsyncClient:
                 on_lost=self._on_lost,
                 keepalive_interval=self.keepalive_interval,
                 keepalive_timeout=self.keepalive_timeout,
+                resend=self._resend_to,
             )
             if addr.kind == "unix":
                 coro = loop.create_unix_connection(factory, addr.path)
@@ -271,6 +279,13 @@ class AsyncClient:
         p = await self._ensure()
         return await p.call(method, args, kwargs, timeout, metadata)
 
+    async def _resend(self, method: str, args: Any, kwargs: Any, timeout: Optional[float], metadata: Any) -> Any:
+        # A call the server closed the connection without reading (GOAWAY
+        # named an earlier one as its last): it never ran, so it goes once
+        # more, on a new connection, and is not resent again.
+        p = await self._ensure()
+        return await p.call(method, args, kwargs, timeout, metadata, False)
+
     async def notify(self, method: str, *args: Any, metadata: Optional[dict] = None, **kwargs: Any) -> None:
         """Send a one-way call: no answer, errors are not reported."""
         p = await self._ensure()
@@ -320,6 +335,8 @@ class _SyncConnection(SyncCore):
         self.next_id = 0
         self.alive = True
         self.goaway = False
+        #: GOAWAY's last accepted request id, once the server said it
+        self.goaway_last: Optional[int] = None
         self.lost_reason = ""
         self.methods: Dict[str, int] = {}
         self.handshake_done = False
@@ -528,7 +545,10 @@ class _SyncConnection(SyncCore):
                 elif t == RESPONSE:
                     self._complete(slot, f.value, None)
                 else:
-                    self._complete(slot, None, error_from_payload(f.value))
+                    err = error_from_payload(f.value)
+                    if err.code == StatusCode.UNAVAILABLE and self._not_read(f.request_id):
+                        err = NotProcessed(err.message)  # refused after the server's GOAWAY: it did not run
+                    self._complete(slot, None, err)
             elif t == HANDSHAKE:
                 info = f.value if type(f.value) is dict else {}
                 names = info.get("methods")
@@ -544,6 +564,7 @@ class _SyncConnection(SyncCore):
                 self.goaway = True
                 if type(f.value) is list and len(f.value) >= 2:
                     self.lost_reason = f"server said goaway: {f.value[1]}"
+                    self.goaway_last = goaway_last_call(f.value)
             elif t == PONG:
                 pass
             else:
@@ -553,6 +574,12 @@ class _SyncConnection(SyncCore):
             self.broken(f"protocol error: {error}")
             if handshake:
                 raise error
+
+    def _not_read(self, rid: int) -> bool:
+        # True when call ``rid`` was sent after the last call the server's
+        # GOAWAY says it accepted: the server never ran it.
+        last = self.goaway_last
+        return last is not None and sent_after(rid, last, self.next_id)
 
     def _complete(self, slot: _Slot, value: Any, error: Optional[BaseException]) -> None:
         slot.value = value
@@ -580,9 +607,12 @@ class _SyncConnection(SyncCore):
         except OSError:  # pragma: no cover
             pass
         pending, self.pending = self.pending, {}
-        for slot in pending.values():
+        for rid, slot in pending.items():
             if not slot.done:
-                self._complete(slot, None, Unavailable(reason))
+                if self._not_read(rid):
+                    self._complete(slot, None, NotProcessed(f"{reason} (after GOAWAY; the server never read this call)"))
+                else:
+                    self._complete(slot, None, Unavailable(reason))
         with self.cond:
             self.cond.notify_all()
 
@@ -724,7 +754,10 @@ class Client:
 
         Raises the server's :class:`RpcError` subclass on failure,
         :class:`DeadlineExceeded` when ``timeout`` passes, and
-        :class:`Unavailable` when the connection is down.
+        :class:`Unavailable` when the connection is down.  A call the
+        server closed the connection without reading (it said GOAWAY first,
+        naming an earlier call as its last) never ran: it is sent once more
+        on a new connection, with the time left.
         """
         if timeout is _UNSET:
             timeout = self.timeout
@@ -732,14 +765,28 @@ class Client:
         if conn is None or not conn.alive or conn.goaway:
             conn = self._connection()
         if timeout is None and metadata is None and not kwargs:
-            return conn.call_plain(method, args)
+            try:
+                return conn.call_plain(method, args)
+            except NotProcessed:
+                pass
+        else:
+            rid, slot = conn.send_request(method, args, kwargs or None, timeout, metadata, None)
+            try:
+                return conn.wait(rid, slot)
+            except NotProcessed:
+                if slot.deadline is not None:
+                    timeout = slot.deadline - time.monotonic()
+        # Not read by the server: once more, on a new connection, and not again.
+        conn = self._connection()
         rid, slot = conn.send_request(method, args, kwargs or None, timeout, metadata, None)
         return conn.wait(rid, slot)
 
     def go(self, method: str, *args: Any, timeout: Optional[float] = _UNSET, metadata: Optional[dict] = None, **kwargs: Any) -> concurrent.futures.Future:
         """Start a call and return a :class:`concurrent.futures.Future` of its
         result (like Go net/rpc's ``Go``).  Calls are sent in the order
-        ``go`` is called."""
+        ``go`` is called.  A call the server closed the connection without
+        reading fails with :class:`NotProcessed`: it did not run, and may
+        be sent again."""
         if timeout is _UNSET:
             timeout = self.timeout
         conn = self._connection()

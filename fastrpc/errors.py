@@ -298,6 +298,14 @@ class Unavailable(RpcError, ConnectionError):
     """The connection is down or was lost; the call may be retried."""
 
 
+class NotProcessed(Unavailable):
+    """The server ended the connection (GOAWAY) before it read this call, so
+    the call did not run anywhere: it is safe to send again, even when it
+    is not idempotent.  ``Client.call`` and ``AsyncClient.call`` (and
+    ``Pool.call``) resend such a call once, on a new connection, before
+    raising this."""
+
+
 @_register(StatusCode.DATA_LOSS)
 class DataLoss(RpcError):
     """Unrecoverable data loss or corruption."""
@@ -309,6 +317,7 @@ class Unauthenticated(RpcError):
 
 
 __all__ += [
+    "NotProcessed",
     "AlreadyExists",
     "FailedPrecondition",
     "Aborted",

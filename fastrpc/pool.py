@@ -14,7 +14,7 @@ from typing import Any, List, Optional, Sequence, Union
 from . import _wire as W
 from ._address import Address
 from .client import _UNSET, AsyncClient, Backoff, _Proxy
-from .errors import Unavailable
+from .errors import NotProcessed, Unavailable
 
 __all__ = ["Pool"]
 
@@ -65,6 +65,8 @@ class Pool:
             for a in addresses
             for _ in range(size)
         ]
+        for c in self._clients:
+            c._resend_to = self._resend
         self._next = 0
         self._supervisors: List[asyncio.Task] = []
         self._closed = False
@@ -115,16 +117,31 @@ class Pool:
         """Call ``method`` on the next connection that is up (awaitable)."""
         if timeout is _UNSET:
             timeout = self.timeout
+        p = self._next_up()
+        if p is not None:
+            return p.call(method, args, kwargs or None, timeout, metadata)
+        return self._unavailable()
+
+    def _next_up(self) -> Any:
+        # The next connection, round robin, that is up (None: none is).
         clients = self._clients
         n = len(clients)
         start = self._next
         for i in range(n):
-            c = clients[(start + i) % n]
-            p = c._protocol
+            p = clients[(start + i) % n]._protocol
             if p is not None and not p._closing and not p.peer_goaway:
                 self._next = (start + i + 1) % n
-                return p.call(method, args, kwargs or None, timeout, metadata)
-        return self._unavailable()
+                return p
+        return None
+
+    async def _resend(self, method: str, args: Any, kwargs: Any, timeout: Optional[float], metadata: Any) -> Any:
+        # A call the server closed its connection without reading: it never
+        # ran, so it goes once more, on the next connection that is up, and
+        # is not resent again.
+        p = self._next_up()
+        if p is not None:
+            return await p.call(method, args, kwargs, timeout, metadata, False)
+        raise NotProcessed("the server closed the connection before reading this call, and no other connection is up")
 
     async def _unavailable(self) -> Any:
         if self._closed:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Awaitable, Callable, Dict, Optional
 
 from . import _wire as W
 from ._impl import ClientCore, FrameParser, FrameWriter
@@ -22,7 +22,9 @@ from .errors import (
     DeadlineExceeded,
     FrameError,
     Internal,
+    NotProcessed,
     RpcError,
+    StatusCode,
     Unavailable,
     error_from_payload,
 )
@@ -47,6 +49,28 @@ try:
 except Exception:  # noqa: BLE001 - running from a source tree
     _VERSION = "0"
 AGENT = f"fastrpc/{_VERSION}"
+
+
+def goaway_last_call(value: Any) -> Optional[int]:
+    """The last accepted request id a GOAWAY payload
+    ``[code, message, last]`` names (``0``: none), or None when it names
+    none (a peer that sends only ``[code, message]``)."""
+    if type(value) is list and len(value) >= 3 and type(value[2]) is int and 0 <= value[2] <= 0xFFFFFFFF:
+        return value[2]
+    return None
+
+
+def sent_after(rid: int, last: int, newest: int) -> bool:
+    """Whether request ``rid`` was sent after request ``last`` on a
+    connection whose newest request id is ``newest``.
+
+    Ids are handed out in increasing order, wrapping from 2**32-1 to 1, so
+    the one sent later is the one fewer steps behind the newest.  ``last``
+    0 means the server accepted none.
+    """
+    if last == 0:
+        return True
+    return (newest - rid) & 0xFFFFFFFF < (newest - last) & 0xFFFFFFFF
 
 
 def set_nodelay(transport: asyncio.BaseTransport) -> None:
@@ -152,10 +176,16 @@ class BaseProtocol(asyncio.BufferedProtocol):
             self._drain_waiter = self._loop.create_future()
         await asyncio.shield(self._drain_waiter)
 
+    def _last_call_accepted(self) -> int:
+        # GOAWAY's third field: the id of the last request this side
+        # accepted; the peer may resend every call it sent after that one.
+        # A client accepts no calls.
+        return 0
+
     def send_goaway(self, code: int, message: str) -> None:
         """Tell the peer this side accepts no new calls."""
         if self._transport is not None:
-            self._writer.write_frame(GOAWAY, 0, (int(code), message))
+            self._writer.write_frame(GOAWAY, 0, (int(code), message, self._last_call_accepted()))
             self._flush()
 
     def _protocol_error(self, exc: BaseException) -> None:
@@ -163,7 +193,7 @@ class BaseProtocol(asyncio.BufferedProtocol):
         if self._transport is None:
             return
         try:
-            self._writer.write_frame(GOAWAY, 0, (int(Internal.default_code), f"protocol error: {exc}"))
+            self._writer.write_frame(GOAWAY, 0, (int(Internal.default_code), f"protocol error: {exc}", self._last_call_accepted()))
         except Exception:  # noqa: BLE001 - nothing more to say
             self._writer.clear()
         self._flush()
@@ -205,8 +235,16 @@ class ClientProtocol(ClientCore, BaseProtocol):
         on_lost: Optional[Callable[["ClientProtocol", Optional[BaseException]], None]] = None,
         keepalive_interval: Optional[float] = None,
         keepalive_timeout: float = 20.0,
+        resend: Optional[Callable[..., Awaitable[Any]]] = None,
     ) -> None:
         super().__init__(loop, max_frame_size=max_frame_size)
+        #: ``await resend(method, args, kwargs, timeout, metadata)`` sends a
+        #: call once more on another connection: used for a call the server
+        #: said (GOAWAY) it never read.  None: such a call fails with
+        #: NotProcessed.
+        self._resend = resend
+        #: GOAWAY's last accepted request id, once the server said it
+        self._goaway_last: Optional[int] = None
         self._keepalive_interval = keepalive_interval
         self._keepalive_timeout = keepalive_timeout
         self._keepalive_timer: Optional[asyncio.TimerHandle] = None
@@ -287,6 +325,7 @@ class ClientProtocol(ClientCore, BaseProtocol):
                 v = f.value
                 if type(v) is list and len(v) >= 2:
                     self.lost_reason = f"server said goaway: {v[1]}"
+                    self._goaway_last = goaway_last_call(v)
                 if self._on_lost is not None:
                     # The owner stops sending new calls here; the calls in
                     # flight still complete.
@@ -309,7 +348,16 @@ class ClientProtocol(ClientCore, BaseProtocol):
             return
         fut = self._pending.pop(f.request_id, None)
         if fut is not None and not fut.done():
+            if err.code == StatusCode.UNAVAILABLE and self._not_read(f.request_id):
+                # Refused after the server's GOAWAY: it did not run.
+                err = NotProcessed(err.message)
             fut.set_exception(err)
+
+    def _not_read(self, rid: int) -> bool:
+        # True when call ``rid`` was sent after the last call the server's
+        # GOAWAY says it accepted: the server never ran it.
+        last = self._goaway_last
+        return last is not None and sent_after(rid, last, self._next_id)
 
     def _on_handshake(self, f: Any) -> None:
         info = f.value if type(f.value) is dict else {}
@@ -346,9 +394,12 @@ class ClientProtocol(ClientCore, BaseProtocol):
 
     def _fail_all(self, err: RpcError) -> None:
         pending, self._pending = self._pending, {}
-        for fut in pending.values():
+        for rid, fut in pending.items():
             if not fut.done():
-                fut.set_exception(type(err)(err.code, err.message, err.details))
+                if self._not_read(rid):
+                    fut.set_exception(NotProcessed(f"{err.message} (after GOAWAY; the server never read this call)"))
+                else:
+                    fut.set_exception(type(err)(err.code, err.message, err.details))
 
     # -- calls -------------------------------------------------------------------
 
@@ -398,4 +449,4 @@ class ClientProtocol(ClientCore, BaseProtocol):
         return self._loop.time() - start
 
 
-__all__ += ["AGENT", "set_nodelay"]
+__all__ += ["AGENT", "goaway_last_call", "sent_after", "set_nodelay"]

@@ -222,6 +222,9 @@ class ServerConnection(ServerCore, BaseProtocol):
         self._calls: Dict[int, _Call] = {}
         self._notifications: Set[_Call] = set()
         self._draining = False
+        #: the id of the last request accepted (run or running); GOAWAY
+        #: tells the client, which may resend every later one elsewhere
+        self._last_call = 0
         self._idle_waiter: Optional[asyncio.Future] = None
 
     # -- connection life ------------------------------------------------------
@@ -232,7 +235,7 @@ class ServerConnection(ServerCore, BaseProtocol):
         self._writer.write_preface()
         if server.max_connections is not None and len(server._connections) >= server.max_connections:
             log.warning("refusing connection from %s: max_connections=%d reached", self._peer(), server.max_connections)
-            self._writer.write_frame(GOAWAY, 0, (_RESOURCE_EXHAUSTED, "too many connections"))
+            self.send_goaway(_RESOURCE_EXHAUSTED, "too many connections")
             self.close()
             return
         server._connections.add(self)
@@ -254,6 +257,9 @@ class ServerConnection(ServerCore, BaseProtocol):
         self._calls.clear()
         self._notifications.clear()
         self._wake_idle()
+
+    def _last_call_accepted(self) -> int:
+        return self._last_call
 
     def start_draining(self) -> None:
         """Refuse new calls and tell the client so (GOAWAY)."""
@@ -434,9 +440,13 @@ class ServerConnection(ServerCore, BaseProtocol):
         if not notify and rid in self._calls:
             return MalformedFrame(f"request id {rid} reused while its call is in flight")
         if self._draining:
+            # After our GOAWAY: not run, and answered so (the client may
+            # resend it elsewhere; it follows GOAWAY's last call).
             if not notify:
                 self._writer.write_error(rid, _UNAVAILABLE, "server shutting down")
             return None
+        if not notify:
+            self._last_call = rid
         if f.error is not None:
             if not notify:
                 self._writer.write_error(rid, _INVALID_ARGUMENT, f"{m.name}: cannot decode arguments: {f.error}")

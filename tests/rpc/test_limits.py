@@ -201,9 +201,8 @@ def test_idle_timeout_closes_quiet_connections_and_client_reconnects(run):
             assert server.connections == 0
             # Once the client has seen the GOAWAY, the next call reconnects
             # transparently.  (A call made in the instant between the
-            # server's close and the client reading it fails with
-            # UNAVAILABLE: GOAWAY does not yet say which calls the server
-            # never saw, so the client cannot know it is safe to resend.)
+            # server's close and the client reading it is resent:
+            # test_goaway.py.)
             assert await c.call("Arith.multiply", 6, 7) == 42
             assert c._protocol is not first
             await c.close()
