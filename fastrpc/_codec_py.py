@@ -424,6 +424,8 @@ class Decoder:
                 return data[start + 1] << 8 | data[start + 2]
             if b == 0xCC and end - start == 2:
                 return data[start + 1]
+        elif b == 0xCE and end - start == 5:
+            return _unpack_I(data, start + 1)[0]
         if 0x90 <= b <= 0x9F and self.max_depth and self.max_array_len >= 15 and self.max_str_len >= 31:
             # _flat_array checks no limits: it is used only where none can
             # apply to a fixarray (at most 15 items) of scalars and fixstrs.

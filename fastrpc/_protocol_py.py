@@ -131,11 +131,13 @@ class ServerCore(ConnectionCore):
                     return
         if i < n:
             self._process(frames, i, None)
-        elif len(w) and self._transport is not None:
+        elif self._transport is not None:
             if w.chunked:
                 self._transport.writelines(w.take_chunks())
             else:
-                self._transport.write(w.take_buffer())
+                data = w.take_buffer()  # b"" when nothing was answered (notifications)
+                if data:
+                    self._transport.write(data)
 
 
 class ClientCore(ConnectionCore):
@@ -173,11 +175,14 @@ class ClientCore(ConnectionCore):
             if timeout <= 0:
                 raise DeadlineExceeded(f"deadline of {timeout}s already passed before {method} was sent")
             deadline = int(timeout * 1_000_000)  # the server enforces it too
-        rid = self._next_id = _free_id(self._next_id, self._pending)
+        pending = self._pending
+        rid = self._next_id + 1
+        if rid > 0xFFFFFFFF or rid in pending:
+            rid = _free_id(self._next_id, pending)  # wrapped, or in flight still
+        self._next_id = rid
         writer = self._writer
         writer.write_request(rid, self.methods.get(method, method), args, kwargs, deadline=deadline, metadata=metadata)
         fut = self._loop.create_future()
-        pending = self._pending
         if not pending and self._flush_handle is None:
             # Nothing in flight: a sequential caller.  Send now rather than
             # one loop iteration later; with calls in flight, writes made in
@@ -269,7 +274,10 @@ class SyncCore:
                 if not self.alive:
                     raise Unavailable(self.lost_reason or "connection is closed")
                 pending = self.pending
-                rid = self.next_id = _free_id(self.next_id, pending)
+                rid = self.next_id + 1
+                if rid > 0xFFFFFFFF or rid in pending:
+                    rid = _free_id(self.next_id, pending)  # wrapped, or in flight still
+                self.next_id = rid
                 self.writer.write_request(rid, self.methods.get(method, method), args)
                 slot.done = False
                 slot.value = None

@@ -953,7 +953,9 @@ def test_flat_array_errors(impl, data):
         impl.unpackb(bytes.fromhex(data))
 
 
-@pytest.mark.parametrize("data", ["01", "7f", "cc80", "ccff", "cd0100", "cdffff", "cd00", "cc", "cdff", "cd010000"])
+@pytest.mark.parametrize(
+    "data", ["01", "7f", "cc80", "ccff", "cd0100", "cdffff", "cd00", "cc", "cdff", "cd010000", "ce00010000", "ceffffffff", "ce000100", "ce0001000000"]
+)
 def test_small_int_answers(impl, data):
     raw = bytes.fromhex(data)
     try:
