@@ -15,7 +15,8 @@ fastrpc and for the floor clients and server of ``benchmarks/peers/
 floor_peer.py`` (which only move bytes), measured alternately in one run:
 
 * server: one request read and answered (``ServerConnection`` reading into
-  the parser's memory, vs the floor's ``data_received`` echo);
+  the parser's memory, or from ``data_received`` with the pure build, vs
+  the floor's ``data_received`` echo);
 * sync client: ``Client.call("Bench.add", i, 1)`` vs the floor's blocking
   socket round trip (``sendall`` + ``recv_into``);
 * async client: ``await AsyncClient.call(...)`` vs the floor's future per
@@ -110,6 +111,22 @@ class FakeTransport:
         pass
 
 
+def reader(proto: Any) -> Callable[[bytes], None]:
+    """``read(data)``: hand ``data`` to ``proto`` as a transport would, into
+    its own memory (``get_buffer``/``buffer_updated``) for a
+    BufferedProtocol, as one bytes object (``data_received``) otherwise."""
+    if isinstance(proto, asyncio.BufferedProtocol):
+        get_buffer, buffer_updated = proto.get_buffer, proto.buffer_updated
+
+        def read(data: bytes) -> None:
+            n = len(data)
+            get_buffer(-1)[:n] = data
+            buffer_updated(n)
+
+        return read
+    return proto.data_received
+
+
 def best(fn: Callable[[int], None], n: int, repeat: int) -> float:
     """Best ns per call of ``fn(n)`` over ``repeat`` runs (``fn.prepare(n)``,
     when there is one, sets up each run untimed)."""
@@ -145,19 +162,14 @@ def server_cases(loop: asyncio.AbstractEventLoop):
     w = FrameWriter()
     w.write_preface()
     w.write_frame(fastrpc.MsgType.HANDSHAKE, 0, {"client": "bench"})
-    hello = w.take()
-    buf = conn.get_buffer(-1)
-    buf[:len(hello)] = hello
-    conn.buffer_updated(len(hello))
+    read = reader(conn)
+    read(w.take())
     w.write_request(1, srv.methods.index("Bench.add"), [12345, 1])
     request = w.take()
-    size = len(request)
 
     def fastrpc_server(n: int) -> None:
-        get_buffer, buffer_updated = conn.get_buffer, conn.buffer_updated
         for _ in range(n):
-            get_buffer(-1)[:size] = request
-            buffer_updated(size)
+            read(request)
 
     echo = floor_peer._Echo()
     echo.connection_made(Sink())
@@ -214,12 +226,12 @@ def async_cases(loop: asyncio.AbstractEventLoop):
     proto = ClientProtocol(loop)
     state = {"answers": [], "next": 0}
 
+    read = reader(proto)
+
     def deliver() -> None:
         data = state["answers"][state["next"]]
         state["next"] += 1
-        buf = proto.get_buffer(-1)
-        buf[:len(data)] = data
-        proto.buffer_updated(len(data))
+        read(data)
 
     transport = FakeTransport(loop, lambda: None)  # the preface and handshake need no answer
     proto.connection_made(transport)

@@ -17,7 +17,7 @@ import socket
 from typing import Any, Awaitable, Callable, Dict, Optional
 
 from . import _wire as W
-from ._impl import ClientCore, FrameParser, FrameWriter
+from ._impl import HAS_EXTENSIONS, ClientCore, FrameParser, FrameWriter
 from .errors import (
     DeadlineExceeded,
     FrameError,
@@ -83,12 +83,21 @@ def set_nodelay(transport: asyncio.BaseTransport) -> None:
             pass
 
 
-class BaseProtocol(asyncio.BufferedProtocol):
+# With the compiled parser the transport reads straight into memory the
+# parser hands out (get_buffer), so a large frame is received in place
+# instead of arriving as chunk objects that are then copied together.  The
+# pure parser copies every read into a bytes object anyway: there a plain
+# Protocol, whose transport makes that bytes object in C and calls
+# data_received once, is the cheaper path (two Python calls and a copy
+# less per read).
+_ReadProtocol = asyncio.BufferedProtocol if HAS_EXTENSIONS else asyncio.Protocol
+
+
+class BaseProtocol(_ReadProtocol):  # type: ignore[misc,valid-type]
     """Transport, parser, writer and write coalescing for one connection.
 
-    A ``BufferedProtocol``: the transport reads straight into memory the
-    parser hands out (``get_buffer``), so a large frame is received in place
-    instead of arriving as chunk objects that are then copied together.
+    An ``asyncio.BufferedProtocol`` with the compiled parser (large frames
+    are received in place), a plain ``asyncio.Protocol`` with the pure one.
     Subclasses put a connection core first among their bases (it reads and
     handles the frames of plain calls) and handle the rest in
     ``_received``.
