@@ -190,18 +190,22 @@ cdef class ClientCore(ConnectionCore):
         rid = self._next_id = _free_id(self._next_id, self._pending)
         writer = self._writer
         writer._write_request(rid, self.methods.get(method, method), args, kwargs, deadline, metadata, False)
-        fut = self._loop.create_future()
         pending = self._pending
         if not pending and self._flush_handle is None:
             # Nothing in flight: a sequential caller.  Send now rather than
             # one loop iteration later; with calls in flight, writes made in
             # the same tick are coalesced into one.
-            pending[rid] = fut
             if writer._ref_bytes:
                 self._transport.writelines(writer._take_chunks())
             else:
                 self._transport.write(writer._take_buffer())
+            # The future goes in after the write, off the path the answer
+            # waits on: the answer (and connection_lost, which transports
+            # schedule with call_soon) comes in a later loop iteration.
+            fut = self._loop.create_future()
+            pending[rid] = fut
         else:
+            fut = self._loop.create_future()
             pending[rid] = fut
             self._schedule_flush()
         if self._write_paused:
@@ -288,16 +292,21 @@ cdef class SyncCore:
                 rid = self.next_id = _free_id(self.next_id, self.pending)
                 writer = self.writer
                 writer._write_request(rid, self.methods.get(method, method), args, None, None, None, False)
-                slot.done = False
-                slot.value = None
-                slot.error = None
-                slot.method = method
-                self.pending[rid] = slot
                 try:
-                    if writer._ref_bytes:
-                        self._send_chunks(writer._take_chunks())
-                    else:
-                        self.sock.sendall(writer._take_buffer())
+                    try:
+                        if writer._ref_bytes:
+                            self._send_chunks(writer._take_chunks())
+                        else:
+                            self.sock.sendall(writer._take_buffer())
+                    finally:
+                        # After the send, off the path the answer waits on:
+                        # this thread holds recv_lock, so nobody reads the
+                        # answer before the slot is in.
+                        slot.done = False
+                        slot.value = None
+                        slot.error = None
+                        slot.method = method
+                        self.pending[rid] = slot
                 except OSError as exc:
                     self.broken(f"connection lost while sending: {exc}")
             finally:

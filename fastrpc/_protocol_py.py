@@ -182,17 +182,21 @@ class ClientCore(ConnectionCore):
         self._next_id = rid
         writer = self._writer
         writer.write_request(rid, self.methods.get(method, method), args, kwargs, deadline=deadline, metadata=metadata)
-        fut = self._loop.create_future()
         if not pending and self._flush_handle is None:
             # Nothing in flight: a sequential caller.  Send now rather than
             # one loop iteration later; with calls in flight, writes made in
             # the same tick are coalesced into one.
-            pending[rid] = fut
             if writer.chunked:
                 self._transport.writelines(writer.take_chunks())
             else:
                 self._transport.write(writer.take_buffer())
+            # The future goes in after the write, off the path the answer
+            # waits on: the answer (and connection_lost, which transports
+            # schedule with call_soon) comes in a later loop iteration.
+            fut = self._loop.create_future()
+            pending[rid] = fut
         else:
+            fut = self._loop.create_future()
             pending[rid] = fut
             self._schedule_flush()
         if self._write_paused:
@@ -278,18 +282,23 @@ class SyncCore:
                 if rid > 0xFFFFFFFF or rid in pending:
                     rid = _free_id(self.next_id, pending)  # wrapped, or in flight still
                 self.next_id = rid
-                self.writer.write_request(rid, self.methods.get(method, method), args)
-                slot.done = False
-                slot.value = None
-                slot.error = None
-                slot.method = method
-                pending[rid] = slot
+                writer = self.writer
+                writer.write_request(rid, self.methods.get(method, method), args)
                 try:
-                    writer = self.writer
-                    if writer.chunked:
-                        self._send_chunks(writer.take_chunks())
-                    else:
-                        self.sock.sendall(writer.take_buffer())
+                    try:
+                        if writer.chunked:
+                            self._send_chunks(writer.take_chunks())
+                        else:
+                            self.sock.sendall(writer.take_buffer())
+                    finally:
+                        # After the send, off the path the answer waits on:
+                        # this thread holds recv_lock, so nobody reads the
+                        # answer before the slot is in.
+                        slot.done = False
+                        slot.value = None
+                        slot.error = None
+                        slot.method = method
+                        pending[rid] = slot
                 except OSError as exc:
                     self.broken(f"connection lost while sending: {exc}")
             try:

@@ -472,6 +472,36 @@ def test_sync_connection_lost_between_the_locks_raises_unavailable(impl, live_se
     assert not conn.recv_lock.locked() and not real.locked()
 
 
+def test_sync_send_failure_fails_the_call_at_once(impl, live_server):
+    from fastrpc.errors import Unavailable
+
+    client = _sync_client(impl, live_server)
+    conn = client._conn
+    real = conn.sock
+
+    class Broken:
+        def __getattr__(self, name: str) -> Any:
+            return getattr(real, name)
+
+        def sendall(self, data: Any) -> None:
+            raise BrokenPipeError(32, "Broken pipe")
+
+    conn.sock = Broken()
+
+    def call() -> Any:
+        with pytest.raises(Unavailable, match="while sending"):
+            client.call("S.add", 1, 1)
+        return True
+
+    try:
+        assert _in_thread(call)  # not a hang waiting for an answer
+        assert not conn.alive and conn.pending == {} and not conn.recv_lock.locked()
+        assert client.call("S.add", 2, 1) == 3  # a new connection
+    finally:
+        conn.sock = real
+        client.close()
+
+
 def test_sync_interrupted_read_leaves_no_stale_slot(impl, live_server):
     client = _sync_client(impl, live_server)
     conn = client._conn
