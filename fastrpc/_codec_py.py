@@ -99,8 +99,12 @@ class Encoder:
         start = len(buf)
         try:
             t = type(obj)
+            # Call arguments and int answers, the commonest payloads, skip
+            # _pack's dispatch.
             if t is tuple or t is list:
-                self._pack_array(buf, obj, 0)  # call arguments: skip _pack's dispatch
+                self._pack_array(buf, obj, 0)
+            elif t is int:
+                _pack_int(buf, obj)
             else:
                 self._pack(buf, obj, 0)
         except RecursionError:

@@ -162,18 +162,6 @@ class FrameParser:
             data = bytes(memoryview(data))
         return self._run(data)
 
-    def _run(self, data: bytes) -> List[Frame]:
-        frames: List[Frame] = []
-        try:
-            self._feed(data, frames)
-        except FrameError as exc:
-            exc.frames = frames
-            self._error = exc
-            self._buf = bytearray()
-            self._preface_buf = bytearray()
-            raise
-        return frames
-
     def _again(self) -> FrameError:
         # The same error again (class, message, attributes such as
         # peer_version), without the frames already handed out.
@@ -219,67 +207,84 @@ class FrameParser:
 
     # -- internals ---------------------------------------------------------
 
-    def _feed(self, data: bytes, frames: List[Frame]) -> None:
-        pos = 0
-        end = len(data)
-        if self._preface_left:
-            pos = self._take_preface(data)
+    def _run(self, data: bytes) -> List[Frame]:
+        # The frames ``data`` completes; on a framing error the parser keeps
+        # the error (every later call raises it again) and the exception
+        # carries the frames before it.
+        frames: List[Frame] = []
+        try:
+            pos = 0
+            end = len(data)
             if self._preface_left:
-                return
-        buf = self._buf
-        if buf:
-            # Complete the partial frame first, taking only the bytes it needs.
-            if len(buf) < _HEADER_SIZE:
-                take = min(_HEADER_SIZE - len(buf), end - pos)
-                buf += data[pos : pos + take]
-                pos += take
+                pos = self._take_preface(data)
+                if self._preface_left:
+                    return frames
+            buf = self._buf
+            if buf:
+                # Complete the partial frame first, taking only the bytes it needs.
                 if len(buf) < _HEADER_SIZE:
-                    if len(buf) >= 4:
-                        self._check_length(buf, 0)
-                    return
-                self._frame_size = self._check_header(buf, 0)
-            take = min(self._frame_size - len(buf), end - pos)
-            if take:
-                buf += data[pos : pos + take]
-                pos += take
-            if len(buf) < self._frame_size:
-                return
-            frames.append(self._parse(bytes(buf), 0, self._frame_size))
+                    take = min(_HEADER_SIZE - len(buf), end - pos)
+                    buf += data[pos : pos + take]
+                    pos += take
+                    if len(buf) < _HEADER_SIZE:
+                        if len(buf) >= 4:
+                            self._check_length(buf, 0)
+                        return frames
+                    self._frame_size = self._check_header(buf, 0)
+                take = min(self._frame_size - len(buf), end - pos)
+                if take:
+                    buf += data[pos : pos + take]
+                    pos += take
+                if len(buf) < self._frame_size:
+                    return frames
+                frames.append(self._parse(bytes(buf), 0, self._frame_size))
+                self._buf = bytearray()
+                self._frame_size = 0
+            # Whole frames straight from the chunk, no copy of the chunk.
+            max_size = self.max_frame_size
+            parse = self._parse
+            decode = self.decoder.decode_range
+            append = frames.append
+            while end - pos >= _HEADER_SIZE:
+                size, mtype, flags, method, request_id = _unpack_header(data, pos)
+                size += 4
+                if (
+                    size > max_size
+                    or size < _HEADER_SIZE
+                    or not _MIN_MSG_TYPE <= mtype <= _MAX_MSG_TYPE
+                    or flags & _UNKNOWN_FLAGS
+                ):
+                    size = self._check_header(data, pos)  # raises the precise error
+                stop = pos + size
+                if stop > end:
+                    break
+                if flags:
+                    append(parse(data, pos, stop))
+                else:
+                    # No name, deadline or metadata (nearly every frame): the
+                    # payload follows the header.  Parsed here, with no call.
+                    value = error = None
+                    if stop > pos + _HEADER_SIZE:
+                        try:
+                            value = decode(data, pos + _HEADER_SIZE, stop)
+                        except DecodeError as exc:
+                            error = exc
+                    append(Frame(mtype, 0, method, None, request_id, None, None, value, error))
+                pos = stop
+            if pos < end:
+                rest = data[pos:]
+                if len(rest) >= 4:
+                    self._check_length(rest, 0)
+                if len(rest) >= _HEADER_SIZE:
+                    self._frame_size = self._check_header(rest, 0)
+                self._buf = bytearray(rest)
+        except FrameError as exc:
+            exc.frames = frames
+            self._error = exc
             self._buf = bytearray()
-            self._frame_size = 0
-        # Whole frames straight from the chunk, no copy of the chunk.
-        max_size = self.max_frame_size
-        parse = self._parse
-        decode = self.decoder.decode_range
-        append = frames.append
-        while end - pos >= _HEADER_SIZE:
-            size, mtype, flags, method, request_id = _unpack_header(data, pos)
-            size += 4
-            if size > max_size or size < _HEADER_SIZE or not _MIN_MSG_TYPE <= mtype <= _MAX_MSG_TYPE or flags & _UNKNOWN_FLAGS:
-                size = self._check_header(data, pos)  # raises the precise error
-            stop = pos + size
-            if stop > end:
-                break
-            if flags:
-                append(parse(data, pos, stop))
-            else:
-                # No name, deadline or metadata (nearly every frame): the
-                # payload follows the header.  Parsed here, with no call.
-                value = error = None
-                if stop > pos + _HEADER_SIZE:
-                    try:
-                        value = decode(data, pos + _HEADER_SIZE, stop)
-                    except DecodeError as exc:
-                        error = exc
-                append(Frame(mtype, 0, method, None, request_id, None, None, value, error))
-            pos = stop
-        if pos < end:
-            rest = data[pos:]
-            if len(rest) >= 4:
-                self._check_length(rest, 0)
-            if len(rest) >= _HEADER_SIZE:
-                self._frame_size = self._check_header(rest, 0)
-            self._buf = bytearray(rest)
+            self._preface_buf = bytearray()
+            raise
+        return frames
 
     def _take_preface(self, data: bytes) -> int:
         need = self._preface_left
