@@ -29,6 +29,12 @@ class Arith:
         return value
 
 
+def hostport(address: str) -> "tuple[str, int]":
+    """``("127.0.0.1", 1234)`` from ``"tcp://127.0.0.1:1234"``."""
+    host, port = address[6:].rsplit(":", 1)
+    return host, int(port)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -20,7 +20,7 @@ from fastrpc import MsgType
 from fastrpc.errors import DeadlineExceeded, NotProcessed, Unavailable
 from fastrpc.protocol import sent_after
 
-from rpc_support import Arith
+from rpc_support import Arith, hostport
 
 UNAVAILABLE = int(fastrpc.StatusCode.UNAVAILABLE)
 
@@ -40,13 +40,8 @@ def test_sent_after_orders_ids_across_the_wrap():
 # -- what the real server says ------------------------------------------------------
 
 
-def _hostport(address: str):
-    host, port = address[6:].rsplit(":", 1)
-    return host, int(port)
-
-
 async def _raw_client(address: str):
-    reader, writer = await asyncio.open_connection(*_hostport(address))
+    reader, writer = await asyncio.open_connection(*hostport(address))
     w = fastrpc.FrameWriter()
     w.write_preface()
     w.write_frame(MsgType.HANDSHAKE, 0, {})

@@ -10,7 +10,7 @@ import pytest
 import fastrpc
 from fastrpc import MsgType
 
-from rpc_support import Arith
+from rpc_support import Arith, hostport
 
 
 class Gate:
@@ -37,13 +37,8 @@ class Gate:
         return "quick"
 
 
-def _hostport(address):
-    host, port = address[6:].rsplit(":", 1)
-    return host, int(port)
-
-
 async def _raw(address, handshake=True):
-    reader, writer = await asyncio.open_connection(*_hostport(address))
+    reader, writer = await asyncio.open_connection(*hostport(address))
     w = fastrpc.FrameWriter()
     w.write_preface()
     if handshake:
@@ -163,8 +158,8 @@ def test_handshake_timeout_drops_silent_and_partial_peers(run):
         server.register(Arith())
         address = await server.start("tcp://127.0.0.1:0")
         try:
-            silent = await asyncio.open_connection(*_hostport(address))
-            partial = await asyncio.open_connection(*_hostport(address))
+            silent = await asyncio.open_connection(*hostport(address))
+            partial = await asyncio.open_connection(*hostport(address))
             partial[1].write(b"FRP")  # a slowloris: part of the preface, then nothing
             preface_only = await _raw(address, handshake=False)
             t0 = time.monotonic()
