@@ -321,8 +321,19 @@ class _SyncConnection(SyncCore):
     goes through :meth:`send_request` and :meth:`wait` here.
     """
 
-    def __init__(self, address: Address, connect_timeout: float, max_frame_size: int) -> None:
+    def __init__(
+        self,
+        address: Address,
+        connect_timeout: float,
+        max_frame_size: int,
+        keepalive_interval: Optional[float] = None,
+        keepalive_timeout: float = 20.0,
+    ) -> None:
         self.address = address
+        self.keepalive_interval = keepalive_interval
+        self.keepalive_timeout = keepalive_timeout
+        self._last_seen = 0.0
+        self._ping_sent = False
         self._plain_slot = _Slot("", None, None)
         self.parser = FrameParser(max_frame_size=max_frame_size)
         self.writer = FrameWriter(max_frame_size=max_frame_size)
@@ -363,8 +374,12 @@ class _SyncConnection(SyncCore):
                 self._read(deadline, handshake=True)
             if not self.alive:
                 raise Unavailable(self.lost_reason)
-            sock.settimeout(None)
-            self._timeout_mode = None
+            # Without keepalive the socket blocks (and plain calls take the
+            # core's fast path); with it every read has a timeout, so that a
+            # silent server is noticed (and plain calls take the general
+            # path, which reads through _read).
+            sock.settimeout(keepalive_interval)
+            self._timeout_mode = keepalive_interval
         except BaseException:
             sock.close()
             raise
@@ -383,6 +398,11 @@ class _SyncConnection(SyncCore):
         with self.send_lock:
             if not self.alive:
                 raise Unavailable(self.lost_reason or "connection is closed")
+            if self.keepalive_interval is not None and not self.pending:
+                # Silence counts from here: an idle connection is read by
+                # nobody, so the time before this call says nothing.
+                self._last_seen = time.monotonic()
+                self._ping_sent = False
             rid = self._next_request_id()
             self.writer.write_request(rid, self.methods.get(method, method), args, kwargs, deadline=deadline_us, metadata=metadata)
             self.pending[rid] = slot
@@ -492,16 +512,24 @@ class _SyncConnection(SyncCore):
             if self._timeout_mode is not None:
                 self.sock.settimeout(None)
                 self._timeout_mode = None
-        else:
+        elif timeout != self._timeout_mode:
             self.sock.settimeout(timeout)
             self._timeout_mode = timeout
 
     def _read(self, deadline: Optional[float], handshake: bool = False) -> bool:
         """Read once and dispatch; False if ``deadline`` passed first."""
-        if deadline is not None:
-            timeout = deadline - time.monotonic()
-            if timeout <= 0:
-                return False
+        keepalive = self.keepalive_interval is not None and not handshake
+        if deadline is not None or keepalive:
+            timeout = None
+            if deadline is not None:
+                timeout = deadline - time.monotonic()
+                if timeout <= 0:
+                    return False
+            if keepalive and (timeout is None or timeout > self.keepalive_interval):
+                # Wake up at least every keepalive_interval to see whether
+                # the server has been silent too long (_keepalive).  A fixed
+                # value: settimeout() costs a syscall only when it changes.
+                timeout = self.keepalive_interval
             self._set_timeout(timeout)
         else:
             self._set_timeout(None)
@@ -514,6 +542,9 @@ class _SyncConnection(SyncCore):
         except socket.timeout:
             if handshake:
                 raise Unavailable(f"no handshake from {self.address} in time") from None
+            if keepalive and (deadline is None or time.monotonic() < deadline):
+                self._keepalive()
+                return True
             return False
         except OSError as exc:
             self.broken(f"connection lost: {exc}")
@@ -521,6 +552,9 @@ class _SyncConnection(SyncCore):
         if not n:
             self.broken("connection closed by server")
             return True
+        if keepalive:
+            self._last_seen = time.monotonic()
+            self._ping_sent = False
         error = None
         try:
             frames = self.parser.buffer_updated(n)
@@ -529,6 +563,18 @@ class _SyncConnection(SyncCore):
             error = exc
         self._handle_frames(frames, error, handshake)
         return True
+
+    def _keepalive(self) -> None:
+        # The server has been silent while calls wait: ping it once, and if
+        # it stays silent (half-open: it vanished without a FIN, or hangs),
+        # fail every call in flight instead of waiting forever.
+        silent = time.monotonic() - self._last_seen
+        if self._ping_sent:
+            if silent >= self.keepalive_interval + self.keepalive_timeout:
+                self.broken(f"no answer from the server for {silent:.1f}s (keepalive)")
+        elif silent >= self.keepalive_interval:
+            self._ping_sent = True
+            self.send_frame(PING, 0, 0, block=False)
 
     def _handle_frames(self, frames: Any, error: Optional[BaseException], handshake: bool) -> None:
         pending = self.pending
@@ -687,6 +733,15 @@ class Client:
         max_frame_size: largest frame sent or accepted.
         backoff: reconnection policy.
         lazy: do not connect in the constructor.
+        keepalive_interval: while calls wait, ping a server silent for this
+            many seconds; if it stays silent ``keepalive_timeout`` more
+            seconds the connection is dropped and its calls fail with
+            UNAVAILABLE (``None``: no pings).  The server answers pings
+            from its event loop, so a sync handler that blocks it for that
+            long counts as silence.  The silence is noticed within one
+            more ``keepalive_interval``.  With keepalive every read has a
+            timeout (a poll() before each recv()), so a call costs a
+            syscall more.
     """
 
     def __init__(
@@ -698,7 +753,11 @@ class Client:
         max_frame_size: int = W.DEFAULT_MAX_FRAME_SIZE,
         backoff: Optional[Backoff] = None,
         lazy: bool = False,
+        keepalive_interval: Optional[float] = None,
+        keepalive_timeout: float = 20.0,
     ) -> None:
+        self.keepalive_interval = keepalive_interval
+        self.keepalive_timeout = keepalive_timeout
         self.address = parse_address(address)
         self.timeout = timeout
         self.connect_timeout = connect_timeout
@@ -728,7 +787,9 @@ class Client:
                     f"not connected to {self.address}; next attempt in {wait:.3f}s (last error: {self._last_error})"
                 )
             try:
-                conn = _SyncConnection(self.address, self.connect_timeout, self.max_frame_size)
+                conn = _SyncConnection(
+                    self.address, self.connect_timeout, self.max_frame_size, self.keepalive_interval, self.keepalive_timeout
+                )
             except BaseException as exc:
                 self._last_error = exc
                 self._next_attempt = time.monotonic() + self.backoff.next_delay()

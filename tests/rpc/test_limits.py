@@ -331,3 +331,69 @@ def test_max_frame_size_is_enforced_without_hurting_others(run):
             await server.shutdown()
 
     run(main())
+
+
+def _frozen_server(release):
+    async def frozen(reader, writer):
+        # answers the handshake, then goes silent without closing
+        w = fastrpc.FrameWriter()
+        w.write_preface()
+        w.write_frame(MsgType.HANDSHAKE, 0, {"methods": ["X.y"]})
+        writer.write(w.take())
+        try:
+            await release.wait()
+        finally:
+            writer.close()
+
+    return frozen
+
+
+@pytest.mark.parametrize("timeout", [None, 30.0])
+def test_sync_client_keepalive_fails_calls_to_a_vanished_server(run, timeout):
+    async def main():
+        release = asyncio.Event()
+        srv = await asyncio.start_server(_frozen_server(release), "127.0.0.1", 0)
+        address = f"127.0.0.1:{srv.sockets[0].getsockname()[1]}"
+
+        def sync_side():
+            with fastrpc.Client(address, keepalive_interval=0.2, keepalive_timeout=0.2) as c:
+                t0 = time.monotonic()
+                with pytest.raises(fastrpc.Unavailable, match="keepalive"):
+                    c.call("X.y", timeout=timeout)
+                return time.monotonic() - t0
+
+        try:
+            took = await asyncio.get_running_loop().run_in_executor(None, sync_side)
+            assert 0.35 <= took < 3, took
+        finally:
+            release.set()
+            srv.close()
+            await asyncio.sleep(0.05)
+
+    run(main())
+
+
+def test_sync_client_keepalive_keeps_a_slow_call_to_a_live_server(run):
+    # The server answers pings while a call runs, so a call longer than
+    # interval + timeout completes; without keepalive plain calls keep the
+    # blocking fast path.
+    async def main():
+        server = fastrpc.Server()
+        server.register(Arith())
+        address = await server.start("tcp://127.0.0.1:0")
+
+        def sync_side():
+            with fastrpc.Client(address, keepalive_interval=0.1, keepalive_timeout=0.1) as c:
+                assert c.call("Arith.sleep_echo", 0.8, "late") == "late"
+                assert c.call("Arith.add", 2, 3) == 5
+            with fastrpc.Client(address) as c:
+                assert c.call("Arith.add", 2, 3) == 5
+                assert c._conn._timeout_mode is None  # blocking socket: no keepalive cost
+            return True
+
+        try:
+            assert await asyncio.get_running_loop().run_in_executor(None, sync_side)
+        finally:
+            await server.shutdown()
+
+    run(main())
