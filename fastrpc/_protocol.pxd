@@ -57,6 +57,7 @@ cdef class SyncCore:
     cdef public dict methods            # method name -> index, from the handshake
     cdef public bint alive
     cdef public bint goaway
+    cdef public bint retiring           # replaced after GOAWAY: close once idle
     cdef public unsigned long long next_id
     cdef public int waiters             # threads waiting for another's read
     cdef public object _timeout_mode    # the socket's timeout (None: blocking)

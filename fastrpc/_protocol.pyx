@@ -328,6 +328,8 @@ cdef class SyncCore:
             self.recv_lock.release()
             if self.waiters:
                 self._wake()
+        if self.retiring and not self.pending:
+            self.close()  # replaced after GOAWAY, and now idle
         if error is not None:
             raise error
         return value

@@ -346,6 +346,9 @@ class _SyncConnection(SyncCore):
         self.next_id = 0
         self.alive = True
         self.goaway = False
+        #: replaced by a new connection after GOAWAY: closed once its calls
+        #: in flight are answered
+        self.retiring = False
         #: GOAWAY's last accepted request id, once the server said it
         self.goaway_last: Optional[int] = None
         self.lost_reason = ""
@@ -641,6 +644,16 @@ class _SyncConnection(SyncCore):
         elif self.waiters:
             with self.cond:
                 self.cond.notify_all()
+        if self.retiring and not self.pending and self.alive:
+            self.close()
+
+    def retire(self) -> None:
+        """Take no new calls (the client has a new connection after this
+        one's GOAWAY) and close once the calls in flight are answered: the
+        server answers the calls it accepted before it closes."""
+        self.retiring = True
+        if not self.pending:
+            self.close()
 
     def broken(self, reason: str) -> None:
         """Mark the connection dead and fail every call in flight."""
@@ -764,6 +777,8 @@ class Client:
         self.max_frame_size = max_frame_size
         self.backoff = backoff if backoff is not None else Backoff()
         self._conn: Optional[_SyncConnection] = None
+        #: connections replaced after GOAWAY, still answering calls in flight
+        self._retired: List[_SyncConnection] = []
         self._connect_lock = threading.Lock()
         self._next_attempt = 0.0
         self._last_error: Optional[BaseException] = None
@@ -800,8 +815,13 @@ class Client:
                 raise
             self.backoff.reset()
             old, self._conn = self._conn, conn
+            self._retired = [c for c in self._retired if c.alive]
             if old is not None and old.alive:
-                old.close()  # after GOAWAY: its calls in flight were answered or are lost
+                # After GOAWAY: its calls in flight still get their answers
+                # (other threads, go() futures), then it closes.
+                old.retire()
+                if old.alive:
+                    self._retired.append(old)
             return conn
 
     @property
@@ -871,6 +891,9 @@ class Client:
         conn, self._conn = self._conn, None
         if conn is not None:
             conn.close()
+        for old in self._retired:
+            old.close()
+        self._retired = []
 
     def __enter__(self) -> "Client":
         return self

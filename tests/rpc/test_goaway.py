@@ -162,6 +162,8 @@ class ScriptedServer:
 
     def __init__(self, on_request: Callable[["ScriptedConn", Any], Awaitable[None]]) -> None:
         self.on_request = on_request
+        #: called with each connection once its client has closed it
+        self.on_close: Callable[["ScriptedConn"], Any] = lambda conn: None
         self.connections = 0
         self.requests: List[Any] = []
         self._server: Optional[asyncio.AbstractServer] = None
@@ -187,6 +189,7 @@ class ScriptedServer:
             while not conn.closed:
                 data = await reader.read(65536)
                 if not data:
+                    self.on_close(conn)
                     break
                 for f in parser.feed(data):
                     if f.type == MsgType.REQUEST and not conn.closed:
@@ -416,6 +419,50 @@ def test_sync_go_reports_not_processed(run):
         try:
             await asyncio.get_running_loop().run_in_executor(None, sync_side)
         finally:
+            await srv.stop()
+
+    run(main())
+
+
+def test_sync_calls_in_flight_survive_the_switch_to_a_new_connection(run):
+    # After connection 0's GOAWAY (naming the call in flight as accepted),
+    # another thread's call opens connection 1.  The call in flight on
+    # connection 0 still gets its answer, and connection 0 is closed by the
+    # client once nothing is left on it.
+    async def main():
+        held: List[Any] = []
+        got_request = asyncio.Event()
+        conn0_closed = asyncio.Event()
+
+        async def on_request(conn: ScriptedConn, f: Any) -> None:
+            if conn.number == 0 and not held:
+                held.append((conn, f))
+                got_request.set()
+                return
+            conn.answer(f)
+
+        srv = ScriptedServer(on_request)
+        srv.on_close = lambda conn: conn.number == 0 and conn0_closed.set()
+        address = await srv.start()
+        loop = asyncio.get_running_loop()
+        client = await loop.run_in_executor(None, fastrpc.Client, address)  # connects, blocking
+        try:
+            first = loop.run_in_executor(None, client.call, "Arith.multiply", 2, 3)
+            await asyncio.wait_for(got_request.wait(), 5)
+            conn0, f = held[0]
+            conn0.goaway(UNAVAILABLE, "going away", f.request_id)
+            for _ in range(200):  # the reading thread sees the GOAWAY
+                if client._conn.goaway:
+                    break
+                await asyncio.sleep(0.01)
+            assert await loop.run_in_executor(None, client.call, "Arith.multiply", 4, 5) == 20
+            assert srv.connections == 2 and not conn0.closed and not conn0_closed.is_set()
+            conn0.answer(f)  # the accepted call is answered after all
+            assert await asyncio.wait_for(first, 5) == 6
+            await asyncio.wait_for(conn0_closed.wait(), 5)  # closed by the client, now idle
+            assert await loop.run_in_executor(None, client.call, "Arith.multiply", 6, 7) == 42
+        finally:
+            await loop.run_in_executor(None, client.close)
             await srv.stop()
 
     run(main())
