@@ -45,6 +45,7 @@ cdef class CallSlot:
     cdef public object future
     cdef public object deadline
     cdef public object method
+    cdef public object resend           # go(): (resender, args, kwargs, metadata) if it may be sent again
 
 
 cdef class SyncCore:

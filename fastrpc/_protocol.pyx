@@ -255,7 +255,8 @@ cdef class ClientCore(ConnectionCore):
 cdef class CallSlot:
     """One call in flight on a blocking-socket connection: its answer (or
     error) once ``done``, and the ``concurrent.futures.Future`` of a
-    ``go()`` call."""
+    ``go()`` call (with ``resend``: what sends it again if the server never
+    reads it)."""
 
     def __init__(self, method, future, deadline):
         self.done = False

@@ -243,9 +243,10 @@ class ClientCore(ConnectionCore):
 class CallSlot:
     """One call in flight on a blocking-socket connection: its answer (or
     error) once ``done``, and the ``concurrent.futures.Future`` of a
-    ``go()`` call."""
+    ``go()`` call (with ``resend``: what sends it again if the server never
+    reads it)."""
 
-    __slots__ = ("done", "value", "error", "future", "deadline", "method")
+    __slots__ = ("done", "value", "error", "future", "deadline", "method", "resend")
 
     def __init__(self, method: Any, future: Any, deadline: Any) -> None:
         self.done = False
@@ -254,6 +255,7 @@ class CallSlot:
         self.future = future
         self.deadline = deadline
         self.method = method
+        self.resend: Any = None
 
 
 class SyncCore:

@@ -389,7 +389,16 @@ class _SyncConnection(SyncCore):
 
     # -- sending ---------------------------------------------------------------------
 
-    def send_request(self, method: str, args: Any, kwargs: Any, timeout: Optional[float], metadata: Any, future: Optional[concurrent.futures.Future]) -> "tuple[int, _Slot]":
+    def send_request(
+        self,
+        method: str,
+        args: Any,
+        kwargs: Any,
+        timeout: Optional[float],
+        metadata: Any,
+        future: Optional[concurrent.futures.Future],
+        resend: Any = None,
+    ) -> "tuple[int, _Slot]":
         deadline_us = None
         deadline = None
         if timeout is not None:
@@ -398,6 +407,7 @@ class _SyncConnection(SyncCore):
             deadline_us = int(timeout * 1_000_000)
             deadline = time.monotonic() + timeout
         slot = _Slot(method, future, deadline)
+        slot.resend = resend
         with self.send_lock:
             if not self.alive:
                 raise Unavailable(self.lost_reason or "connection is closed")
@@ -639,6 +649,11 @@ class _SyncConnection(SyncCore):
             self.go_pending -= 1
             if error is None:
                 fut.set_result(value)
+            elif slot.resend is not None and type(error) is NotProcessed:
+                # Never ran: sent once more, on a new connection, from a
+                # thread of its own (this one may hold this connection's
+                # locks, and connecting blocks).
+                threading.Thread(target=slot.resend[0], args=(slot,), name="fastrpc-resend", daemon=True).start()
             else:
                 fut.set_exception(error)
         elif self.waiters:
@@ -866,16 +881,29 @@ class Client:
         """Start a call and return a :class:`concurrent.futures.Future` of its
         result (like Go net/rpc's ``Go``).  Calls are sent in the order
         ``go`` is called.  A call the server closed the connection without
-        reading fails with :class:`NotProcessed`: it did not run, and may
-        be sent again."""
+        reading is sent once more, as :meth:`call` does."""
         if timeout is _UNSET:
             timeout = self.timeout
         conn = self._connection()
         fut: concurrent.futures.Future = concurrent.futures.Future()
         fut.set_running_or_notify_cancel()
-        conn.send_request(method, args, kwargs or None, timeout, metadata, fut)
+        conn.send_request(method, args, kwargs or None, timeout, metadata, fut, (self._resend_go, args, kwargs or None, metadata))
         conn.ensure_reader()
         return fut
+
+    def _resend_go(self, slot: _Slot) -> None:
+        # A go() call the server closed the connection without reading:
+        # once more, on a new connection, with the time left, and not again.
+        _, args, kwargs, metadata = slot.resend
+        fut = slot.future
+        try:
+            timeout = None if slot.deadline is None else slot.deadline - time.monotonic()
+            conn = self._connection()
+            conn.send_request(slot.method, args, kwargs, timeout, metadata, fut)
+            conn.ensure_reader()
+        except BaseException as exc:  # noqa: BLE001 - the caller's future reports it
+            if not fut.done():
+                fut.set_exception(exc)
 
     def notify(self, method: str, *args: Any, metadata: Optional[dict] = None, **kwargs: Any) -> None:
         """Send a one-way call (no answer)."""

@@ -301,8 +301,8 @@ class Unavailable(RpcError, ConnectionError):
 class NotProcessed(Unavailable):
     """The server ended the connection (GOAWAY) before it read this call, so
     the call did not run anywhere: it is safe to send again, even when it
-    is not idempotent.  ``Client.call`` and ``AsyncClient.call`` (and
-    ``Pool.call``) resend such a call once, on a new connection, before
+    is not idempotent.  ``Client.call``, ``Client.go``, ``AsyncClient.call``
+    and ``Pool.call`` resend such a call once, on a new connection, before
     raising this."""
 
 

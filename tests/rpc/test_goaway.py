@@ -405,7 +405,7 @@ def test_sync_call_the_server_may_have_run_is_not_resent(run, last):
     run(main())
 
 
-def test_sync_go_reports_not_processed(run):
+def test_sync_go_call_not_read_is_resent(run):
     async def main():
         srv = ScriptedServer(_goaway_on_connection(0, lambda f: f.request_id - 1))
         address = await srv.start()
@@ -413,11 +413,37 @@ def test_sync_go_reports_not_processed(run):
         def sync_side():
             with fastrpc.Client(address) as c:
                 assert c.go("Arith.multiply", 2, 3).result(5) == 6
+                assert c.go("Arith.multiply", 4, 5, timeout=5.0).result(5) == 20
+                assert c.go("Arith.multiply", 6, 7).result(5) == 42
+
+        try:
+            await asyncio.get_running_loop().run_in_executor(None, sync_side)
+            assert [c for c, _ in srv.requests] == [0, 0, 1, 1]
+        finally:
+            await srv.stop()
+
+    run(main())
+
+
+def test_sync_resend_happens_once(run):
+    async def main():
+        async def always_leave(conn: ScriptedConn, f: Any) -> None:
+            conn.goaway(UNAVAILABLE, "leaving", 0)
+            conn.close()
+
+        srv = ScriptedServer(always_leave)
+        address = await srv.start()
+
+        def sync_side():
+            with fastrpc.Client(address) as c:
+                with pytest.raises(NotProcessed):
+                    c.call("Arith.multiply", 4, 5)
                 with pytest.raises(NotProcessed):
                     c.go("Arith.multiply", 4, 5).result(5)
 
         try:
             await asyncio.get_running_loop().run_in_executor(None, sync_side)
+            assert len(srv.requests) == 4
         finally:
             await srv.stop()
 
