@@ -42,15 +42,15 @@ cpdef enum:
 
 
 cdef class Frame:
-    cdef readonly object type
-    cdef readonly object flags
-    cdef readonly object method
-    cdef readonly object name
-    cdef readonly object request_id
-    cdef readonly object deadline
-    cdef readonly object metadata
-    cdef readonly object value
-    cdef readonly object error
+    cdef public object type
+    cdef public object flags
+    cdef public object method
+    cdef public object name
+    cdef public object request_id
+    cdef public object deadline
+    cdef public object metadata
+    cdef public object value
+    cdef public object error
 
 
 # Memory a partial frame's body is assembled in.  A refcounted object that

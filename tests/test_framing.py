@@ -352,6 +352,20 @@ def test_empty_payload_is_none(impl):
     assert frame_key(f) == (MsgType.PING, 0, 0, None, 7, None, None, None, None)
 
 
+def test_frame_attributes_behave_alike(impl):
+    # Both twins: the nine fields can be read and set, nothing else can be
+    # added, and the constructor takes them in order.
+    fields = ("type", "flags", "method", "name", "request_id", "deadline", "metadata", "value", "error")
+    (f,) = impl.FrameParser().feed(PREFACE + raw_frame(MsgType.PING, 0, 0, 7, b""))
+    f.value = [1, 2]
+    f.request_id = 9
+    assert (f.value, f.request_id) == ([1, 2], 9)
+    with pytest.raises(AttributeError):
+        f.extra = 1
+    g = impl.Frame(*range(len(fields)))
+    assert [getattr(g, name) for name in fields] == list(range(len(fields)))
+
+
 def test_parser_uses_given_decoder(impl):
     p = impl.FrameParser(decoder=impl.Decoder(max_str_len=4))
     w = impl.FrameWriter()
