@@ -427,16 +427,20 @@ class _SyncConnection(SyncCore):
                 self.broken(f"connection lost while sending: {exc}")
         return rid, slot
 
-    def send_frame(self, mtype: int, rid: int, value: Any, block: bool = True) -> None:
+    def send_frame(self, mtype: int, rid: int, value: Any, block: bool = True) -> bool:
+        """Send one frame; False if it was not sent (the lock was busy and
+        ``block`` false, or the connection is gone)."""
         if not self.send_lock.acquire(block):
-            return  # best effort (PONG / CANCEL): never stall the reader
+            return False  # best effort (PONG / CANCEL / PING): never stall the reader
         try:
             if not self.alive:
-                return
+                return False
             self.writer.write_frame(mtype, rid, value)
             self._send_written()
+            return True
         except OSError as exc:
             self.broken(f"connection lost while sending: {exc}")
+            return False
         finally:
             self.send_lock.release()
 
@@ -586,8 +590,9 @@ class _SyncConnection(SyncCore):
             if silent >= self.keepalive_interval + self.keepalive_timeout:
                 self.broken(f"no answer from the server for {silent:.1f}s (keepalive)")
         elif silent >= self.keepalive_interval:
-            self._ping_sent = True
-            self.send_frame(PING, 0, 0, block=False)
+            # Counted as sent only once it is: a busy send lock means trying
+            # again at the next wake-up, not giving up on a server never pinged.
+            self._ping_sent = self.send_frame(PING, 0, 0, block=False)
 
     def _handle_frames(self, frames: Any, error: Optional[BaseException], handshake: bool) -> None:
         pending = self.pending
