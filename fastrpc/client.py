@@ -19,6 +19,7 @@ import random
 import socket
 import threading
 import time
+import weakref
 from typing import Any, Callable, Dict, List, Optional, Union
 
 from . import _wire as W
@@ -144,6 +145,8 @@ class AsyncClient:
         #: where a call the server never read goes once more (a Pool
         #: points this at itself, to use its other connections)
         self._resend_to: Callable[..., Any] = self._resend
+        #: connections replaced after GOAWAY while calls were in flight on them
+        self._retired: "weakref.WeakSet[ClientProtocol]" = weakref.WeakSet()
         self._next_attempt = 0.0
         self._last_error: Optional[BaseException] = None
         self._closed = False
@@ -221,7 +224,14 @@ class AsyncClient:
         if self._closed:  # closed while connecting
             proto.close()
             raise Unavailable("client is closed")
-        self._protocol = proto
+        old, self._protocol = self._protocol, proto
+        if old is not None and old._transport is not None:
+            # Replaced after GOAWAY: its calls in flight still get their
+            # answers; close() closes it if it is still open then.
+            if old.in_flight:
+                self._retired.add(old)
+            else:
+                old.close()
         if self._lost is not None:
             self._lost.clear()
         return proto
@@ -247,6 +257,9 @@ class AsyncClient:
         p, self._protocol = self._protocol, None
         if p is not None:
             p.close()
+        for old in list(self._retired):
+            old.close()
+        self._retired.clear()
         if self._connecting is not None:
             self._connecting.cancel()
 

@@ -165,6 +165,8 @@ class ScriptedServer:
         #: called with each connection once its client has closed it
         self.on_close: Callable[["ScriptedConn"], Any] = lambda conn: None
         self.connections = 0
+        #: the connections, by number
+        self.live: List["ScriptedConn"] = []
         self.requests: List[Any] = []
         self._server: Optional[asyncio.AbstractServer] = None
 
@@ -181,6 +183,7 @@ class ScriptedServer:
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         conn = ScriptedConn(self.connections, writer)
         self.connections += 1
+        self.live.append(conn)
         parser = fastrpc.FrameParser()
         conn.w.write_preface()
         conn.w.write_frame(MsgType.HANDSHAKE, 0, {"methods": ["Arith.multiply"]})
@@ -489,6 +492,54 @@ def test_sync_calls_in_flight_survive_the_switch_to_a_new_connection(run):
             assert await loop.run_in_executor(None, client.call, "Arith.multiply", 6, 7) == 42
         finally:
             await loop.run_in_executor(None, client.close)
+            await srv.stop()
+
+    run(main())
+
+
+def test_async_calls_in_flight_survive_the_switch_and_close_closes_the_old_connection(run):
+    async def main():
+        held: List[Any] = []
+        got_request = asyncio.Event()
+        closed = {0: asyncio.Event(), 1: asyncio.Event(), 2: asyncio.Event()}
+
+        async def on_request(conn: ScriptedConn, f: Any) -> None:
+            if conn.number == 0 and not held:
+                held.append((conn, f))
+                got_request.set()
+                return
+            conn.answer(f)
+
+        srv = ScriptedServer(on_request)
+        srv.on_close = lambda conn: closed[conn.number].set()
+        address = await srv.start()
+        client = await fastrpc.connect(address)
+        try:
+            first = asyncio.ensure_future(client.call("Arith.multiply", 2, 3))
+            await asyncio.wait_for(got_request.wait(), 5)
+            conn0, f = held[0]
+            conn0.goaway(UNAVAILABLE, "going away", f.request_id)
+            for _ in range(200):
+                if client._protocol.peer_goaway:
+                    break
+                await asyncio.sleep(0.01)
+            assert await client.call("Arith.multiply", 4, 5) == 20  # on connection 1
+            conn0.answer(f)
+            assert await asyncio.wait_for(first, 5) == 6
+            assert not closed[0].is_set()  # replaced with a call in flight: left open
+            # connection 1 says GOAWAY with nothing in flight: replaced and closed at once
+            srv_conn1 = srv.live[1]
+            srv_conn1.goaway(UNAVAILABLE, "going away", 0)
+            for _ in range(200):
+                if client._protocol.peer_goaway:
+                    break
+                await asyncio.sleep(0.01)
+            assert await client.call("Arith.multiply", 6, 7) == 42  # on connection 2
+            await asyncio.wait_for(closed[1].wait(), 5)
+            await client.close()
+            await asyncio.wait_for(closed[0].wait(), 5)  # the retired one, by close()
+        finally:
+            await client.close()
             await srv.stop()
 
     run(main())
