@@ -51,3 +51,6 @@ echo "== micro-benchmarks (smoke run) and ratios"
 echo "== per-call CPU against the floor, no syscalls (smoke run)"
 "$PY" -m benchmarks.overhead --quick
 FASTRPC_NO_EXTENSIONS=1 "$PY" -m benchmarks.overhead --quick
+
+echo "== head-to-head tool (smoke run)"
+"$PY" -m benchmarks.versus "fastrpc Cython: Client (sync)" "floor (uvloop)" --pairs 2 --duration 0.1
