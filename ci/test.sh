@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Everything CI does, from a fresh clone: a venv, an install with the Cython
 # extensions, a check that the compiled modules are the ones loaded, the test
-# suite, then the suite again on the pure-Python fallback, then the
-# micro-benchmarks once in quick mode.  Exits non-zero on any failure.
+# suite, then the suite again on the pure-Python fallback, then the soak, the
+# micro-benchmarks and the benchmark tools once in quick mode.  Exits
+# non-zero on any failure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
