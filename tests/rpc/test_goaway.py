@@ -320,13 +320,15 @@ def test_async_call_the_server_may_have_run_is_not_resent(run, kind, last):
     run(main())
 
 
+async def _always_leave(conn: ScriptedConn, f: Any) -> None:
+    # A server that says GOAWAY (having accepted nothing) to every request.
+    conn.goaway(UNAVAILABLE, "leaving", 0)
+    conn.close()
+
+
 def test_async_resend_happens_once(run):
     async def main():
-        async def always_leave(conn: ScriptedConn, f: Any) -> None:
-            conn.goaway(UNAVAILABLE, "leaving", 0)
-            conn.close()
-
-        srv = ScriptedServer(always_leave)
+        srv = ScriptedServer(_always_leave)
         address = await srv.start()
         client = await fastrpc.connect(address)
         try:
@@ -430,11 +432,7 @@ def test_sync_go_call_not_read_is_resent(run):
 
 def test_sync_resend_happens_once(run):
     async def main():
-        async def always_leave(conn: ScriptedConn, f: Any) -> None:
-            conn.goaway(UNAVAILABLE, "leaving", 0)
-            conn.close()
-
-        srv = ScriptedServer(always_leave)
+        srv = ScriptedServer(_always_leave)
         address = await srv.start()
 
         def sync_side():

@@ -249,22 +249,25 @@ def test_server_keepalive_detects_half_open_peer(run):
     run(main())
 
 
+def _frozen_server(release):
+    async def frozen(reader, writer):
+        # answers the handshake, then goes silent without closing
+        w = fastrpc.FrameWriter()
+        w.write_preface()
+        w.write_frame(MsgType.HANDSHAKE, 0, {"methods": ["X.y"]})
+        writer.write(w.take())
+        try:
+            await release.wait()
+        finally:
+            writer.close()
+
+    return frozen
+
+
 def test_client_keepalive_fails_calls_to_a_vanished_server(run):
     async def main():
         release = asyncio.Event()
-
-        async def frozen(reader, writer):
-            # answers the handshake, then goes silent without closing
-            w = fastrpc.FrameWriter()
-            w.write_preface()
-            w.write_frame(MsgType.HANDSHAKE, 0, {"methods": ["X.y"]})
-            writer.write(w.take())
-            try:
-                await release.wait()
-            finally:
-                writer.close()
-
-        srv = await asyncio.start_server(frozen, "127.0.0.1", 0)
+        srv = await asyncio.start_server(_frozen_server(release), "127.0.0.1", 0)
         address = f"127.0.0.1:{srv.sockets[0].getsockname()[1]}"
         try:
             c = fastrpc.AsyncClient(address, keepalive_interval=0.2, keepalive_timeout=0.2)
@@ -331,21 +334,6 @@ def test_max_frame_size_is_enforced_without_hurting_others(run):
             await server.shutdown()
 
     run(main())
-
-
-def _frozen_server(release):
-    async def frozen(reader, writer):
-        # answers the handshake, then goes silent without closing
-        w = fastrpc.FrameWriter()
-        w.write_preface()
-        w.write_frame(MsgType.HANDSHAKE, 0, {"methods": ["X.y"]})
-        writer.write(w.take())
-        try:
-            await release.wait()
-        finally:
-            writer.close()
-
-    return frozen
 
 
 @pytest.mark.parametrize("timeout", [None, 30.0])
