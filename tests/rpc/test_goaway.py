@@ -451,37 +451,53 @@ def test_sync_resend_happens_once(run):
     run(main())
 
 
+class HoldFirst:
+    """A scripted server's policy: connection 0's first request is held
+    (``await held()`` gives its connection and frame); the rest are answered."""
+
+    def __init__(self) -> None:
+        self._held: List[Any] = []
+        self._got = asyncio.Event()
+
+    async def __call__(self, conn: ScriptedConn, f: Any) -> None:
+        if conn.number == 0 and not self._held:
+            self._held.append((conn, f))
+            self._got.set()
+            return
+        conn.answer(f)
+
+    async def held(self) -> Any:
+        await asyncio.wait_for(self._got.wait(), 5)
+        return self._held[0]
+
+
+async def _until(predicate: Callable[[], bool]) -> None:
+    # Poll (bounded) until the client side has seen what the test sent.
+    for _ in range(500):
+        if predicate():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("timed out waiting for the client")
+
+
 def test_sync_calls_in_flight_survive_the_switch_to_a_new_connection(run):
     # After connection 0's GOAWAY (naming the call in flight as accepted),
     # another thread's call opens connection 1.  The call in flight on
     # connection 0 still gets its answer, and connection 0 is closed by the
     # client once nothing is left on it.
     async def main():
-        held: List[Any] = []
-        got_request = asyncio.Event()
+        policy = HoldFirst()
         conn0_closed = asyncio.Event()
-
-        async def on_request(conn: ScriptedConn, f: Any) -> None:
-            if conn.number == 0 and not held:
-                held.append((conn, f))
-                got_request.set()
-                return
-            conn.answer(f)
-
-        srv = ScriptedServer(on_request)
+        srv = ScriptedServer(policy)
         srv.on_close = lambda conn: conn.number == 0 and conn0_closed.set()
         address = await srv.start()
         loop = asyncio.get_running_loop()
         client = await loop.run_in_executor(None, fastrpc.Client, address)  # connects, blocking
         try:
             first = loop.run_in_executor(None, client.call, "Arith.multiply", 2, 3)
-            await asyncio.wait_for(got_request.wait(), 5)
-            conn0, f = held[0]
+            conn0, f = await policy.held()
             conn0.goaway(UNAVAILABLE, "going away", f.request_id)
-            for _ in range(200):  # the reading thread sees the GOAWAY
-                if client._conn.goaway:
-                    break
-                await asyncio.sleep(0.01)
+            await _until(lambda: client._conn.goaway)  # the reading thread saw it
             assert await loop.run_in_executor(None, client.call, "Arith.multiply", 4, 5) == 20
             assert srv.connections == 2 and not conn0.closed and not conn0_closed.is_set()
             conn0.answer(f)  # the accepted call is answered after all
@@ -497,41 +513,24 @@ def test_sync_calls_in_flight_survive_the_switch_to_a_new_connection(run):
 
 def test_async_calls_in_flight_survive_the_switch_and_close_closes_the_old_connection(run):
     async def main():
-        held: List[Any] = []
-        got_request = asyncio.Event()
+        policy = HoldFirst()
         closed = {0: asyncio.Event(), 1: asyncio.Event(), 2: asyncio.Event()}
-
-        async def on_request(conn: ScriptedConn, f: Any) -> None:
-            if conn.number == 0 and not held:
-                held.append((conn, f))
-                got_request.set()
-                return
-            conn.answer(f)
-
-        srv = ScriptedServer(on_request)
+        srv = ScriptedServer(policy)
         srv.on_close = lambda conn: closed[conn.number].set()
         address = await srv.start()
         client = await fastrpc.connect(address)
         try:
             first = asyncio.ensure_future(client.call("Arith.multiply", 2, 3))
-            await asyncio.wait_for(got_request.wait(), 5)
-            conn0, f = held[0]
+            conn0, f = await policy.held()
             conn0.goaway(UNAVAILABLE, "going away", f.request_id)
-            for _ in range(200):
-                if client._protocol.peer_goaway:
-                    break
-                await asyncio.sleep(0.01)
+            await _until(lambda: client._protocol.peer_goaway)
             assert await client.call("Arith.multiply", 4, 5) == 20  # on connection 1
             conn0.answer(f)
             assert await asyncio.wait_for(first, 5) == 6
             assert not closed[0].is_set()  # replaced with a call in flight: left open
             # connection 1 says GOAWAY with nothing in flight: replaced and closed at once
-            srv_conn1 = srv.live[1]
-            srv_conn1.goaway(UNAVAILABLE, "going away", 0)
-            for _ in range(200):
-                if client._protocol.peer_goaway:
-                    break
-                await asyncio.sleep(0.01)
+            srv.live[1].goaway(UNAVAILABLE, "going away", 0)
+            await _until(lambda: client._protocol.peer_goaway)
             assert await client.call("Arith.multiply", 6, 7) == 42  # on connection 2
             await asyncio.wait_for(closed[1].wait(), 5)
             await client.close()
