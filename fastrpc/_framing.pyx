@@ -1,4 +1,4 @@
-"""Compiled frame parser and writer (wire format 1.0, docs/protocol.md).
+"""Compiled frame parser and writer (wire format 1.1, docs/protocol.md).
 
 The compiled twin of ``_framing_py.py``: same classes, arguments, results
 and exceptions.  ``_impl.py`` picks one of the two.

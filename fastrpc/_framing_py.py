@@ -1,4 +1,4 @@
-"""Pure-Python frame parser and writer (wire format 1.0, docs/protocol.md).
+"""Pure-Python frame parser and writer (wire format 1.1, docs/protocol.md).
 
 The reference twin of ``_framing.pyx``: same classes, arguments, results
 and exceptions.  ``_impl.py`` picks one of the two.

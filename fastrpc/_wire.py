@@ -1,4 +1,4 @@
-"""Constants of the fastrpc wire format, version 1.0 (see docs/protocol.md).
+"""Constants of the fastrpc wire format, version 1.1 (see docs/protocol.md).
 
 This is the single Python definition; ``_framing.pxd`` mirrors the numbers
 as a ``cdef enum`` for the compiled parser, and a test checks they agree.
@@ -10,7 +10,7 @@ import enum
 
 #: Protocol version spoken by this implementation.
 PROTOCOL_MAJOR = 1
-PROTOCOL_MINOR = 0
+PROTOCOL_MINOR = 1
 
 #: Magic bytes that open every fastrpc connection, in both directions.
 MAGIC = b"FRPC"
