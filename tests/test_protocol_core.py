@@ -472,6 +472,18 @@ def test_sync_connection_lost_between_the_locks_raises_unavailable(impl, live_se
     assert not conn.recv_lock.locked() and not real.locked()
 
 
+class FaultySocket:
+    """The real socket, with some of its methods replaced (fault injection);
+    everything else goes to the real one."""
+
+    def __init__(self, real: Any, **methods: Any) -> None:
+        self._real = real
+        self.__dict__.update(methods)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._real, name)
+
+
 def test_sync_send_failure_fails_the_call_at_once(impl, live_server):
     from fastrpc.errors import Unavailable
 
@@ -479,14 +491,10 @@ def test_sync_send_failure_fails_the_call_at_once(impl, live_server):
     conn = client._conn
     real = conn.sock
 
-    class Broken:
-        def __getattr__(self, name: str) -> Any:
-            return getattr(real, name)
+    def sendall(data: Any) -> None:
+        raise BrokenPipeError(32, "Broken pipe")
 
-        def sendall(self, data: Any) -> None:
-            raise BrokenPipeError(32, "Broken pipe")
-
-    conn.sock = Broken()
+    conn.sock = FaultySocket(real, sendall=sendall)
 
     def call() -> Any:
         with pytest.raises(Unavailable, match="while sending"):
@@ -507,20 +515,15 @@ def test_sync_interrupted_read_leaves_no_stale_slot(impl, live_server):
     conn = client._conn
     real = conn.sock
 
-    class Interrupting:
-        def __init__(self) -> None:
-            self.armed = True
+    armed = [True]
 
-        def __getattr__(self, name: str) -> Any:
-            return getattr(real, name)
+    def recv_into(buf: Any, *args: Any) -> int:
+        if armed:  # the first read only
+            armed.clear()
+            raise KeyboardInterrupt
+        return real.recv_into(buf, *args)
 
-        def recv_into(self, buf: Any, *args: Any) -> int:
-            if self.armed:
-                self.armed = False
-                raise KeyboardInterrupt
-            return real.recv_into(buf, *args)
-
-    conn.sock = Interrupting()
+    conn.sock = FaultySocket(real, recv_into=recv_into)
     try:
         with pytest.raises(KeyboardInterrupt):
             client.call("S.add", 1, 1)
