@@ -65,9 +65,9 @@ def extensions():
     exts = [
         Extension(name, [path], define_macros=list(macros))
         for name, path in (
-            ("fastrpc._codec", "fastrpc/_codec.pyx"),
-            ("fastrpc._framing", "fastrpc/_framing.pyx"),
-            ("fastrpc._protocol", "fastrpc/_protocol.pyx"),
+            ("fastrpc.wire._codec", "fastrpc/wire/_codec.pyx"),
+            ("fastrpc.wire._framing", "fastrpc/wire/_framing.pyx"),
+            ("fastrpc.core._cores", "fastrpc/core/_cores.pyx"),
         )
     ]
     try:

@@ -6,7 +6,7 @@ timed.  ``make_*`` are shared with ``benchmarks/micro.py``.
 
 from __future__ import annotations
 
-from fastrpc._framing_py import FrameWriter
+from fastrpc.wire._framing_py import FrameWriter
 
 N_FRAMES = 10_000
 CHUNK = 4096

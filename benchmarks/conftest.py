@@ -108,7 +108,7 @@ BASELINE = types.SimpleNamespace(
 # the two fastrpc implementations
 
 _NAMES = ("Encoder", "Decoder", "packb", "unpackb", "Frame", "FrameParser", "FrameWriter")
-_MODULES = {"c": ("fastrpc._codec", "fastrpc._framing"), "py": ("fastrpc._codec_py", "fastrpc._framing_py")}
+_MODULES = {"c": ("fastrpc.wire._codec", "fastrpc.wire._framing"), "py": ("fastrpc.wire._codec_py", "fastrpc.wire._framing_py")}
 
 
 def _flag(name: str) -> bool:

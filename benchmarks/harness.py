@@ -218,7 +218,7 @@ def open_idle_connections(address: str, n: int, speaks_fastrpc: bool) -> List[so
     host, port = address.rsplit(":", 1)
     hello = b""
     if speaks_fastrpc:
-        from fastrpc._framing_py import FrameWriter
+        from fastrpc.wire._framing_py import FrameWriter
 
         w = FrameWriter()
         w.write_preface()

@@ -36,7 +36,7 @@ import time
 from typing import Any, Callable, List
 
 import fastrpc
-from fastrpc import server as S
+from fastrpc.server import _server as S
 from fastrpc._impl import IMPLEMENTATION, FrameWriter
 
 from benchmarks.peers import floor_peer
@@ -226,7 +226,7 @@ def sync_cases(address: str, n: int, repeat: int):
 
 
 def async_cases(loop: asyncio.AbstractEventLoop):
-    from fastrpc.protocol import ClientProtocol
+    from fastrpc.transport.aio import ClientProtocol
 
     proto = ClientProtocol(loop)
     state = {"answers": [], "next": 0}

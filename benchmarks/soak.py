@@ -127,7 +127,7 @@ async def _worker_calls(address: str, total: int, seed: int) -> None:
 
 
 def _run(coro: Any) -> None:
-    from fastrpc._loop import new_event_loop
+    from fastrpc.transport.loop import new_event_loop
 
     loop = new_event_loop()
     try:

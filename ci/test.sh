@@ -29,11 +29,11 @@ cd "$RUN"
 
 echo "== checking that the compiled extensions are installed and loaded"
 FASTRPC_REQUIRE_EXTENSIONS=1 "$PY" - <<'PYEOF'
-import fastrpc, fastrpc._codec, fastrpc._framing, fastrpc._protocol, fastrpc._impl
+import fastrpc, fastrpc.wire._codec, fastrpc.wire._framing, fastrpc.core._cores, fastrpc._impl
 assert fastrpc.EXTENSIONS_ACTIVE, "compiled modules not active"
-assert fastrpc.FrameParser is fastrpc._framing.FrameParser
-assert fastrpc._impl.ServerCore is fastrpc._protocol.ServerCore
-print("extensions active:", fastrpc._codec.__file__, fastrpc._framing.__file__, fastrpc._protocol.__file__)
+assert fastrpc.FrameParser is fastrpc.wire._framing.FrameParser
+assert fastrpc._impl.ServerCore is fastrpc.core._cores.ServerCore
+print("extensions active:", fastrpc.wire._codec.__file__, fastrpc.wire._framing.__file__, fastrpc.core._cores.__file__)
 PYEOF
 
 echo "== test suite, Cython build (mutation fuzz: 150,000 inputs per implementation, plus 150,000 compared across both)"

@@ -10,10 +10,9 @@ from __future__ import annotations
 from . import errors as _errors
 from ._impl import HAS_EXTENSIONS as EXTENSIONS_ACTIVE
 from ._impl import IMPLEMENTATION, Decoder, Encoder, Frame, FrameParser, FrameWriter, packb, unpackb
-from ._wire import DEFAULT_MAX_FRAME_SIZE, PROTOCOL_MAJOR, PROTOCOL_MINOR, ExtType, MsgType
+from .wire.constants import DEFAULT_MAX_FRAME_SIZE, PROTOCOL_MAJOR, PROTOCOL_MINOR, ExtType, MsgType
 from .errors import *  # noqa: F401,F403
-from .client import AsyncClient, Backoff, Client, connect
-from .pool import Pool
+from .client import AsyncClient, Backoff, Client, Pool, connect
 from .server import Server, blocking
 
 __version__ = "0.1.0"

@@ -41,8 +41,8 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 _NAMES = ("Encoder", "Decoder", "packb", "unpackb", "Frame", "FrameParser", "FrameWriter")
 _MODULES = {
-    "c": ("fastrpc._codec", "fastrpc._framing", "fastrpc._protocol"),
-    "py": ("fastrpc._codec_py", "fastrpc._framing_py", "fastrpc._protocol_py"),
+    "c": ("fastrpc.wire._codec", "fastrpc.wire._framing", "fastrpc.core._cores"),
+    "py": ("fastrpc.wire._codec_py", "fastrpc.wire._framing_py", "fastrpc.core._cores_py"),
 }
 
 
@@ -90,7 +90,7 @@ def c_unavailable_reason() -> Optional[str]:
     if C is None:
         if REQUIRE_EXTENSIONS:
             pytest.fail(
-                "FASTRPC_REQUIRE_EXTENSIONS=1 but the compiled modules fastrpc._codec/fastrpc._framing/fastrpc._protocol "
+                "FASTRPC_REQUIRE_EXTENSIONS=1 but the compiled modules fastrpc.wire._codec/fastrpc.wire._framing/fastrpc.core._cores "
                 f"could not be imported ({C_IMPORT_ERROR}); refusing to fall back silently",
                 pytrace=False,
             )

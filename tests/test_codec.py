@@ -1,7 +1,7 @@
 """Payload codec: msgpack compatibility, boundaries, hooks and bounded decoding.
 
 Every test runs against both implementations through the ``impl`` fixture
-(``c``: fastrpc._codec, ``py``: fastrpc._codec_py).
+(``c``: fastrpc.wire._codec, ``py``: fastrpc.wire._codec_py).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fastrpc._wire import DEFAULT_MAX_DEPTH, ExtType
+from fastrpc.wire.constants import DEFAULT_MAX_DEPTH, ExtType
 from fastrpc.errors import CodecError, DecodeError, EncodeError, FastRPCError
 
 # --------------------------------------------------------------------------
@@ -729,7 +729,7 @@ def test_depth_limit_decode(impl):
 _HUGE_DEPTH_PROBE = """
 import importlib, sys
 m = importlib.import_module(sys.argv[1])
-from fastrpc._wire import MAX_DEPTH_LIMIT
+from fastrpc.wire.constants import MAX_DEPTH_LIMIT
 from fastrpc.errors import DecodeError, EncodeError
 for cls in (m.Encoder, m.Decoder):
     try:

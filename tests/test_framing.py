@@ -13,9 +13,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import fastrpc._framing_py
-from fastrpc import _wire as W
-from fastrpc._wire import PREFACE, ExtType, MsgType
+import fastrpc.wire._framing_py
+from fastrpc.wire import constants as W
+from fastrpc.wire.constants import PREFACE, ExtType, MsgType
 from fastrpc.errors import (
     DecodeError,
     EncodeError,
@@ -876,7 +876,7 @@ def test_cross_writer_bytes_identical(impl_pair, specs):
 
 
 # strategies cannot use fixtures: build their streams with the pure writer
-_PY_WRITER = types.SimpleNamespace(FrameWriter=fastrpc._framing_py.FrameWriter)
+_PY_WRITER = types.SimpleNamespace(FrameWriter=fastrpc.wire._framing_py.FrameWriter)
 
 
 def _mutated_streams():

@@ -22,10 +22,10 @@ from typing import Iterator, List, Tuple
 
 import pytest
 
-from fastrpc import _wire as W
-from fastrpc._codec_py import packb as py_packb
-from fastrpc._framing_py import FrameWriter as PyFrameWriter
-from fastrpc._wire import ExtType, MsgType
+from fastrpc.wire import constants as W
+from fastrpc.wire._codec_py import packb as py_packb
+from fastrpc.wire._framing_py import FrameWriter as PyFrameWriter
+from fastrpc.wire.constants import ExtType, MsgType
 from fastrpc.errors import DecodeError, FastRPCError, FrameError, TruncatedFrame
 
 ITERATIONS = int(os.environ.get("FASTRPC_FUZZ_ITERATIONS", "20000"))
@@ -289,8 +289,8 @@ def run_decoder(impl, index: int, data: bytes, kwargs: dict):
 
 def test_corpus_is_valid():
     """The seed inputs themselves parse cleanly (else the fuzzer starts from garbage)."""
-    from fastrpc._codec_py import unpackb
-    from fastrpc._framing_py import FrameParser
+    from fastrpc.wire._codec_py import unpackb
+    from fastrpc.wire._framing_py import FrameParser
 
     for data, starts in STREAMS:
         frames = FrameParser(expect_preface=data[:4] == W.MAGIC).feed(data)

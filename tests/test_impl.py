@@ -19,12 +19,12 @@ import sys
 import pytest
 
 import fastrpc
-from fastrpc import _wire as W
+from fastrpc.wire import constants as W
 
 _NAMES = ("Encoder", "Decoder", "packb", "unpackb", "Frame", "FrameParser", "FrameWriter")
-_C_MODULES = {"Encoder": "fastrpc._codec", "Decoder": "fastrpc._codec", "packb": "fastrpc._codec",
-              "unpackb": "fastrpc._codec", "Frame": "fastrpc._framing", "FrameParser": "fastrpc._framing",
-              "FrameWriter": "fastrpc._framing"}
+_C_MODULES = {"Encoder": "fastrpc.wire._codec", "Decoder": "fastrpc.wire._codec", "packb": "fastrpc.wire._codec",
+              "unpackb": "fastrpc.wire._codec", "Frame": "fastrpc.wire._framing", "FrameParser": "fastrpc.wire._framing",
+              "FrameWriter": "fastrpc.wire._framing"}
 _PY_MODULES = {name: mod.replace("._codec", "._codec_py").replace("._framing", "._framing_py") for name, mod in _C_MODULES.items()}
 
 
@@ -44,8 +44,8 @@ print(json.dumps({{
     "cores": [fastrpc._impl.ServerCore.__module__, fastrpc._impl.ClientCore.__module__],
 }}))
 """
-_C_CORES = ["fastrpc._protocol", "fastrpc._protocol"]
-_PY_CORES = ["fastrpc._protocol_py", "fastrpc._protocol_py"]
+_C_CORES = ["fastrpc.core._cores", "fastrpc.core._cores"]
+_PY_CORES = ["fastrpc.core._cores_py", "fastrpc.core._cores_py"]
 
 
 def _run(code, **env_changes):
@@ -71,7 +71,7 @@ def _compiled_importable():
     out = _run(
         "import importlib\n"
         "try:\n"
-        "    for m in ('fastrpc._codec', 'fastrpc._framing', 'fastrpc._protocol'): importlib.import_module(m)\n"
+        "    for m in ('fastrpc.wire._codec', 'fastrpc.wire._framing', 'fastrpc.core._cores'): importlib.import_module(m)\n"
         "except ImportError:\n"
         "    print('no')\n"
         "else:\n"
@@ -130,9 +130,9 @@ def test_compiled_modules_loaded():
     assert not _flag("FASTRPC_NO_EXTENSIONS"), "FASTRPC_REQUIRE_EXTENSIONS and FASTRPC_NO_EXTENSIONS contradict each other"
     assert fastrpc.EXTENSIONS_ACTIVE is True
     assert fastrpc.IMPLEMENTATION == "c"
-    codec = importlib.import_module("fastrpc._codec")
-    framing = importlib.import_module("fastrpc._framing")
-    protocol = importlib.import_module("fastrpc._protocol")
+    codec = importlib.import_module("fastrpc.wire._codec")
+    framing = importlib.import_module("fastrpc.wire._framing")
+    protocol = importlib.import_module("fastrpc.core._cores")
     for mod in (codec, framing, protocol):  # really compiled, not a .py stand-in
         assert mod.__file__.endswith(tuple(importlib.machinery.EXTENSION_SUFFIXES)), mod.__file__
     assert fastrpc.FrameParser is framing.FrameParser
@@ -187,12 +187,12 @@ _ENUM_PREFIXES = ("", "MSG_", "MSGTYPE_", "MSG_TYPE_", "TYPE_", "T_")
 
 def test_wire_constants_match_compiled():
     """If the compiled parser exposes its copy of the wire enum (``cpdef enum``
-    or module constants), every number must equal fastrpc._wire's."""
+    or module constants), every number must equal fastrpc.wire.constants's."""
     try:
-        framing = importlib.import_module("fastrpc._framing")
+        framing = importlib.import_module("fastrpc.wire._framing")
     except ImportError as exc:
         if REQUIRE_EXTENSIONS:
-            pytest.fail(f"FASTRPC_REQUIRE_EXTENSIONS=1 but fastrpc._framing does not import: {exc}")
+            pytest.fail(f"FASTRPC_REQUIRE_EXTENSIONS=1 but fastrpc.wire._framing does not import: {exc}")
         pytest.skip(f"compiled extensions not available ({exc})")
     checked = []
     for name in _SCALARS:
@@ -211,4 +211,4 @@ def test_wire_constants_match_compiled():
             assert int(getattr(enum_cls, member.name)) == member.value, f"MsgType.{member.name}"
             checked.append(f"MsgType.{member.name}")
     if not checked:
-        pytest.skip("fastrpc._framing does not expose its wire constants to Python (cdef enum only)")
+        pytest.skip("fastrpc.wire._framing does not expose its wire constants to Python (cdef enum only)")

@@ -13,9 +13,9 @@ from typing import Any, List
 
 import pytest
 
-from fastrpc import _wire as W
-from fastrpc import protocol as P
-from fastrpc import server as S
+from fastrpc.wire import constants as W
+from fastrpc.transport import aio as P
+from fastrpc.server import _server as S
 from fastrpc._impl import FrameParser, FrameWriter
 from fastrpc.errors import StatusCode
 
@@ -401,8 +401,8 @@ def live_server():
 
 
 def _sync_client(impl: Any, address: str) -> Any:
-    from fastrpc import client as C
-    from fastrpc._address import parse_address
+    from fastrpc.client import _client as C
+    from fastrpc.transport.address import parse_address
 
     cls = _with_core(C._SyncConnection, impl.protocol.SyncCore)
     client = C.Client(address, lazy=True)

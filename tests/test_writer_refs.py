@@ -11,7 +11,7 @@ from __future__ import annotations
 import msgpack
 import pytest
 
-from fastrpc import _wire as W
+from fastrpc.wire import constants as W
 from fastrpc.errors import EncodeError, FrameTooLarge
 
 BIG = 64 * 1024

@@ -24,7 +24,7 @@ import collections
 import socket
 import sys
 
-from fastrpc._framing_py import FrameWriter
+from fastrpc.wire._framing_py import FrameWriter
 
 from . import _common
 

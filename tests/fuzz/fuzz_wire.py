@@ -30,14 +30,14 @@ import tracemalloc
 import atheris
 
 with atheris.instrument_imports():
-    from fastrpc import _codec_py, _framing_py
+    from fastrpc.wire import _codec_py, _framing_py
     from fastrpc.errors import FastRPCError
-    from fastrpc._wire import PREFACE
+    from fastrpc.wire.constants import PREFACE
 
 IMPLS = [(_framing_py.FrameParser, _codec_py.unpackb)]
 if not os.environ.get("FASTRPC_NO_EXTENSIONS"):
     try:
-        from fastrpc import _codec, _framing
+        from fastrpc.wire import _codec, _framing
     except ImportError:
         pass
     else:

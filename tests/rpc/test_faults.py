@@ -198,7 +198,7 @@ def test_version_mismatch_is_reported_to_both_sides(run):
                 data += chunk
             # the server sent its own preface (so the peer can tell), then
             # a GOAWAY naming the problem, then closed
-            assert data.startswith(fastrpc._wire.PREFACE)
+            assert data.startswith(fastrpc.wire.constants.PREFACE)
             parser = fastrpc.FrameParser()
             frames = parser.feed(data)
             assert frames[-1].type == MsgType.GOAWAY
@@ -221,7 +221,7 @@ def test_garbage_from_a_client_closes_only_that_connection(run):
         try:
             good = await fastrpc.connect(address)
             host, port = address[6:].rsplit(":", 1)
-            for garbage in (b"GET / HTTP/1.1\r\n\r\n", b"\x00" * 64, fastrpc._wire.PREFACE + b"\xff" * 32):
+            for garbage in (b"GET / HTTP/1.1\r\n\r\n", b"\x00" * 64, fastrpc.wire.constants.PREFACE + b"\xff" * 32):
                 reader, writer = await asyncio.open_connection(host, int(port))
                 writer.write(garbage)
                 while await asyncio.wait_for(reader.read(65536), 5):

@@ -18,7 +18,7 @@ import pytest
 import fastrpc
 from fastrpc import MsgType
 from fastrpc.errors import DeadlineExceeded, NotProcessed, Unavailable
-from fastrpc.protocol import sent_after
+from fastrpc.transport.aio import sent_after
 
 from rpc_support import Arith, hostport
 

@@ -21,9 +21,9 @@ import time
 import traceback
 from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Union
 
-from . import _wire as W
-from ._address import Address, parse_address
-from .errors import (
+from ..wire import constants as W
+from ..transport.address import Address, parse_address
+from ..errors import (
     DeadlineExceeded,
     EncodeError,
     FrameError,
@@ -32,8 +32,8 @@ from .errors import (
     RpcError,
     StatusCode,
 )
-from ._impl import Decoder, ServerCore
-from .protocol import (
+from .._impl import Decoder, ServerCore
+from ..transport.aio import (
     AGENT,
     CANCEL,
     GOAWAY,
@@ -822,7 +822,7 @@ class Server:
 
         Uses uvloop when it is installed (``use_uvloop=False`` to opt out).
         """
-        from ._loop import new_event_loop
+        from ..transport.loop import new_event_loop
 
         loop = new_event_loop(use_uvloop)
         try:

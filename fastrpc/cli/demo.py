@@ -91,7 +91,7 @@ async def _until_stdin_closes() -> None:
 
 
 def _run(coro: Any, use_uvloop: bool) -> Any:
-    from ._loop import new_event_loop
+    from ..transport.loop import new_event_loop
 
     loop = new_event_loop(use_uvloop)
     try:
@@ -105,7 +105,7 @@ class _Child:
 
     def __init__(self, args: List[str], env: Optional[Dict[str, str]] = None) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "fastrpc._demo"] + args,
+            [sys.executable, "-m", "fastrpc.cli.demo"] + args,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             env=env,
@@ -280,7 +280,7 @@ def _measure(address: str, duration: float, use_uvloop: bool) -> List[Dict[str, 
 
 
 def _request_frame() -> bytes:
-    from ._framing_py import FrameWriter
+    from ..wire._framing_py import FrameWriter
 
     w = FrameWriter()
     w.write_request(1, 2, [7, 8])
@@ -365,7 +365,7 @@ def demo(duration: float = 1.0, impls: Optional[List[str]] = None, json_path: Op
         env = _impl_env(impl)
         server = _Child(["server"] + (["--uvloop"] if use_uvloop else []), env=env)
         try:
-            cmd = [sys.executable, "-m", "fastrpc._demo", "measure", server.address, "--duration", str(duration)]
+            cmd = [sys.executable, "-m", "fastrpc.cli.demo", "measure", server.address, "--duration", str(duration)]
             if use_uvloop:
                 cmd.append("--uvloop")
             out = subprocess.run(
@@ -387,7 +387,7 @@ def demo(duration: float = 1.0, impls: Optional[List[str]] = None, json_path: Op
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m fastrpc._demo")
+    parser = argparse.ArgumentParser(prog="python -m fastrpc.cli.demo")
     sub = parser.add_subparsers(dest="cmd", required=True)
     for name in ("server", "echo-server"):
         p = sub.add_parser(name)

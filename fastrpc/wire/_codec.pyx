@@ -53,8 +53,8 @@ from libc.string cimport memcmp, memcpy
 import math
 import struct
 
-from ._wire import DEFAULT_MAX_DEPTH, MAX_DEPTH_LIMIT, ExtType
-from .errors import DecodeError, EncodeError
+from .constants import DEFAULT_MAX_DEPTH, MAX_DEPTH_LIMIT, ExtType
+from ..errors import DecodeError, EncodeError
 
 __all__ = ["Encoder", "Decoder", "packb", "unpackb", "ExtType"]
 

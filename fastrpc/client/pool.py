@@ -11,10 +11,10 @@ from __future__ import annotations
 import asyncio
 from typing import Any, List, Optional, Sequence, Union
 
-from . import _wire as W
-from ._address import Address
-from .client import _UNSET, AsyncClient, Backoff, _Proxy
-from .errors import NotProcessed, Unavailable
+from ..wire import constants as W
+from ..transport.address import Address
+from ._client import _UNSET, AsyncClient, Backoff, _Proxy
+from ..errors import NotProcessed, Unavailable
 
 __all__ = ["Pool"]
 

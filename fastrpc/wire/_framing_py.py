@@ -11,9 +11,9 @@ import struct
 import threading
 from typing import Any, List, Optional, Tuple, Union
 
-from . import _wire as W
+from . import constants as W
 from ._codec_py import Decoder, Encoder, RefBuffer
-from .errors import (
+from ..errors import (
     DecodeError,
     FrameError,
     FrameTooLarge,
@@ -56,7 +56,7 @@ class Frame:
     """One decoded frame.
 
     Attributes:
-        type: message type (a :class:`fastrpc._wire.MsgType` value, as int).
+        type: message type (a :class:`fastrpc.wire.constants.MsgType` value, as int).
         flags: raw flags byte.
         method: method index (requests/notifications by index), else 0.
         name: method name when the frame carries one, else ``None``.

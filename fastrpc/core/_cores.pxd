@@ -3,7 +3,7 @@
 # typed fields; the asyncio glue in protocol.py and server.py subclasses
 # them and reaches the same fields as ordinary attributes.
 
-from fastrpc._framing cimport FrameParser, FrameWriter
+from fastrpc.wire._framing cimport FrameParser, FrameWriter
 
 
 cdef class ConnectionCore:

@@ -16,9 +16,9 @@ import asyncio
 import socket
 from typing import Any, Awaitable, Callable, Dict, Optional
 
-from . import _wire as W
-from ._impl import HAS_EXTENSIONS, ClientCore, FrameParser, FrameWriter
-from .errors import (
+from ..wire import constants as W
+from .._impl import ClientCore, FrameParser, FrameWriter, ReadProtocol
+from ..errors import (
     DeadlineExceeded,
     FrameError,
     Internal,
@@ -83,17 +83,7 @@ def set_nodelay(transport: asyncio.BaseTransport) -> None:
             pass
 
 
-# With the compiled parser the transport reads straight into memory the
-# parser hands out (get_buffer), so a large frame is received in place
-# instead of arriving as chunk objects that are then copied together.  The
-# pure parser copies every read into a bytes object anyway: there a plain
-# Protocol, whose transport makes that bytes object in C and calls
-# data_received once, is the cheaper path (two Python calls and a copy
-# less per read).
-_ReadProtocol = asyncio.BufferedProtocol if HAS_EXTENSIONS else asyncio.Protocol
-
-
-class BaseProtocol(_ReadProtocol):  # type: ignore[misc,valid-type]
+class BaseProtocol(ReadProtocol):  # type: ignore[misc,valid-type]
     """Transport, parser, writer and write coalescing for one connection.
 
     An ``asyncio.BufferedProtocol`` with the compiled parser (large frames

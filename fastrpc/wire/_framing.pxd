@@ -3,11 +3,11 @@
 
 from libc.stdint cimport uint32_t, uint64_t
 
-from fastrpc._codec cimport Decoder, Encoder, WBuf
+from fastrpc.wire._codec cimport Decoder, Encoder, WBuf
 
 
 # Wire constants, mirroring fastrpc/_wire.py (the single Python definition).
-# ``cpdef`` also exposes them as attributes of fastrpc._framing, where a test
+# ``cpdef`` also exposes them as attributes of fastrpc.wire._framing, where a test
 # compares them with _wire.py.  Cython mangles these names in the generated C.
 cpdef enum:
     PROTOCOL_MAJOR = 1

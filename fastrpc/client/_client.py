@@ -22,11 +22,11 @@ import time
 import weakref
 from typing import Any, Callable, Dict, List, Optional, Union
 
-from . import _wire as W
-from ._address import Address, parse_address
-from ._impl import CallSlot as _Slot
-from ._impl import FrameParser, FrameWriter, SyncCore
-from .errors import (
+from ..wire import constants as W
+from ..transport.address import Address, parse_address
+from .._impl import CallSlot as _Slot
+from .._impl import FrameParser, FrameWriter, SyncCore
+from ..errors import (
     DeadlineExceeded,
     FastRPCError,
     FrameError,
@@ -37,7 +37,7 @@ from .errors import (
     Unavailable,
     error_from_payload,
 )
-from .protocol import (
+from ..transport.aio import (
     AGENT,
     CANCEL,
     ERROR,

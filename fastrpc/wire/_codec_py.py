@@ -17,8 +17,8 @@ import math
 import struct
 from typing import Any, Callable, Optional
 
-from ._wire import DEFAULT_MAX_DEPTH, MAX_DEPTH_LIMIT, ExtType
-from .errors import DecodeError, EncodeError
+from .constants import DEFAULT_MAX_DEPTH, MAX_DEPTH_LIMIT, ExtType
+from ..errors import DecodeError, EncodeError
 
 __all__ = ["Encoder", "Decoder", "packb", "unpackb", "ExtType"]
 

@@ -1,65 +1,84 @@
-"""Pure-Python connection cores: the per-call path of both ends of a
-connection.
+"""Compiled connection cores: the per-call path of both ends of a connection.
 
-The twin of the compiled ``_protocol.pyx`` (same classes, same behaviour);
-``_impl.py`` picks one of the two.  :class:`ServerCore` is the base of
-``server.ServerConnection``, :class:`ClientCore` the base of
-``protocol.ClientProtocol`` and :class:`SyncCore` the base of
-``client._SyncConnection``.  Each handles the frames that make up nearly
-all traffic (a request for a sync handler, by index; a response) in one
-tight loop; the first frame that needs anything else and every frame after
-it go to the glue in ``server.py`` / ``protocol.py``, in order.
+The compiled twin of ``_protocol_py.py`` (same classes, same behaviour);
+``_impl.py`` picks one of the two.
+
+:class:`ServerCore` is the base of ``server.ServerConnection`` and
+:class:`ClientCore` the base of ``protocol.ClientProtocol``.  Each takes the
+bytes the transport read into the parser's memory and handles the frames
+that make up nearly all traffic (a request for a sync handler, by index; a
+response) without leaving C: no Python frame, no attribute lookup and no
+argument tuple per call.  The first frame that needs anything else (async
+or blocking handlers, names, kwargs, errors, control frames, backpressure)
+and every frame after it go to the Python glue in ``server.py`` /
+``protocol.py``, in order, so the two paths can never answer out of order.
+:class:`SyncCore` does the same for the blocking-socket client's plain calls
+(base of ``client._SyncConnection``).
 """
 
-from __future__ import annotations
+cimport cython
+from cpython.list cimport PyList_GET_ITEM, PyList_GET_SIZE
+from cpython.object cimport PyObject
 
-import asyncio
-from typing import Any, List, Optional
+from fastrpc.wire._framing cimport FLAG_KWARGS, FLAG_METHOD_NAME, Frame, FrameParser, FrameWriter
 
-from . import _wire as W
-from .errors import DeadlineExceeded, EncodeError, FrameError, FrameTooLarge, NotProcessed, Unavailable
+from asyncio import CancelledError
+
+from ..errors import DeadlineExceeded, EncodeError, FrameError, FrameTooLarge, NotProcessed, Unavailable
 
 __all__ = ["CallSlot", "ClientCore", "ServerCore", "SyncCore"]
 
-_REQUEST = int(W.MsgType.REQUEST)
-_RESPONSE = int(W.MsgType.RESPONSE)
-# Requests with these flags take the glue's path (name lookup, kwargs).
-_SLOW_FLAGS = W.FLAG_METHOD_NAME | W.FLAG_KWARGS
-# Answers buffered past this are written before the next request is handled
-# (server.py's _FLUSH_AT, same value).
-_FLUSH_AT = 256 * 1024
+
+cdef extern from "Python.h":
+    # Calls ``fn(*items[0:n])`` straight from the decoded argument list:
+    # no tuple is built for the call.
+    object PyObject_Vectorcall(object fn, PyObject** items, size_t n, PyObject* kwnames)
+    PyObject** PySequence_Fast_ITEMS(object seq)
 
 
-def _free_id(last: int, in_flight: dict) -> int:
+# Small ints are cached objects in CPython: the parser's frame fields are
+# compared by identity, with no conversion.
+cdef object REQUEST = 1
+cdef object RESPONSE = 2
+
+cdef enum:
+    # Requests with these flags take the Python path (name lookup, kwargs).
+    SLOW_FLAGS = FLAG_METHOD_NAME | FLAG_KWARGS
+    # Answers buffered past this are written before the next request is
+    # handled (server.py's _FLUSH_AT, same value).
+    FLUSH_AT = 256 * 1024
+
+
+cdef unsigned long long _free_id(unsigned long long last, dict in_flight) except 0:
     # The request id after ``last`` (1..2**32-1, wrapping) not in flight.
-    rid = last + 1
+    cdef unsigned long long rid = last + 1
     while rid > 0xFFFFFFFF or rid in in_flight:
         rid = 1 if rid > 0xFFFFFFFF else rid + 1
     return rid
 
 
-class ConnectionCore:
+cdef class ConnectionCore:
     """What both ends of a connection do with a read (an
     ``asyncio.BufferedProtocol``): the transport reads into the parser's
     memory, and the frames go to ``_dispatch``; a read that breaks the
     protocol goes, with the frames before the break, to the subclass's
     ``_received(frames, error)``."""
 
-    def get_buffer(self, sizehint: int) -> Any:
-        return self._parser.get_buffer(sizehint)
+    def get_buffer(self, sizehint):
+        return self._parser._get_buffer()
 
-    def buffer_updated(self, nbytes: int) -> None:
+    def buffer_updated(self, nbytes):
         if self._track_seen:
             self._last_seen = self._loop.time()
             self._ping_sent = False
         try:
-            frames = self._parser.buffer_updated(nbytes)
+            frames = self._parser._buffer_updated(nbytes)
         except FrameError as exc:
             self._received(exc.frames, exc)
         else:
             self._dispatch(frames)
 
-    def data_received(self, data: bytes) -> None:
+    def data_received(self, data):
         # For transports that do not support BufferedProtocol.
         if self._track_seen:
             self._last_seen = self._loop.time()
@@ -71,94 +90,85 @@ class ConnectionCore:
         else:
             self._dispatch(frames)
 
-    def _dispatch(self, frames: List[Any]) -> None:
+    cdef int _dispatch(self, list frames) except -1:
         self._received(frames, None)
+        return 0
 
 
-class ServerCore(ConnectionCore):
+cdef class ServerCore(ConnectionCore):
     """The per-call path of the server end of a connection.
 
-    Subclasses set the attributes declared in ``_protocol.pxd`` and provide
-    ``_received(frames, error)`` (the whole of a read the core does not
-    handle), ``_process(frames, i, error)`` (the rest of a read, from frame
-    ``i``), ``_write_exception``, ``_write_result`` and ``_flush``.
+    Subclasses provide the Python side: ``_received(frames, error)`` (the
+    whole of a read the core does not handle), ``_process(frames, i,
+    error)`` (the rest of a read, from frame ``i``), ``_write_exception``,
+    ``_write_result`` and ``_flush``.
     """
 
-    _inline: Optional[List[Any]] = None
-
-    def _dispatch(self, frames: List[Any]) -> None:
-        inline = self._inline
+    cdef int _dispatch(self, list frames) except -1:
+        cdef Py_ssize_t i = 0
+        cdef Py_ssize_t n = PyList_GET_SIZE(frames)
+        cdef Py_ssize_t idx
+        cdef Frame f
+        cdef FrameWriter w
+        cdef list inline = self._inline
+        cdef dict calls = self._calls
         if self._backlog is not None or self._draining or inline is None:
             self._received(frames, None)
-            return
-        calls = self._calls
+            return 0
         w = self._writer
-        ninline = len(inline)
-        i = 0
-        n = len(frames)
         while i < n:
-            f = frames[i]
-            if f.type != _REQUEST or f.error is not None or f.flags & _SLOW_FLAGS:
+            f = <Frame>PyList_GET_ITEM(frames, i)
+            if f.type is not REQUEST or f.error is not None or (<int>f.flags) & SLOW_FLAGS:
                 break
             idx = f.method
-            if idx >= ninline:
+            if idx >= PyList_GET_SIZE(inline):
                 break
-            fn = inline[idx]
+            fn = <object>PyList_GET_ITEM(inline, idx)
             args = f.value
             if fn is None or type(args) is not list or (f.deadline is not None and f.deadline == 0):
                 break
             rid = f.request_id
             if calls and rid in calls:
-                break  # protocol error, reported by the glue
+                break  # protocol error, reported by the Python path
             i += 1
             self._last_call = rid
             try:
-                result = fn(*args)
-            except Exception as exc:  # noqa: BLE001 - becomes an error status
+                result = PyObject_Vectorcall(fn, PySequence_Fast_ITEMS(args), PyList_GET_SIZE(args), NULL)
+            except Exception as exc:
                 self._write_exception(rid, self._methods[idx], exc, args, None)
             else:
                 try:
-                    w.write_response(rid, result)
+                    w._write_frame(RESPONSE, rid, result)
                 except (FrameTooLarge, EncodeError, OverflowError):
                     self._write_result(rid, self._methods[idx], result)
-            if len(w) >= _FLUSH_AT:
+            if w._buf.length + w._ref_bytes >= FLUSH_AT:
                 # Large answers leave at once, so that the transport can
                 # say (pause_writing) that the peer is not reading them.
                 self._flush()
                 if self._read_paused:
                     if i < n:
                         self._backlog = frames[i:]
-                    return
+                    return 0
         if i < n:
             self._process(frames, i, None)
-        elif self._transport is not None:
-            if w.chunked:
-                self._transport.writelines(w.take_chunks())
+        elif w._buf.length and self._transport is not None:
+            if w._ref_bytes:
+                self._transport.writelines(w._take_chunks())
             else:
-                data = w.take_buffer()  # b"" when nothing was answered (notifications)
-                if data:
-                    self._transport.write(data)
+                self._transport.write(w._take_buffer())
+        return 0
 
 
-class ClientCore(ConnectionCore):
+cdef class ClientCore(ConnectionCore):
     """The per-call path of the client end of a connection.
 
-    Subclasses set the attributes declared in ``_protocol.pxd`` and provide
-    ``_received(frames, error)``, which handles every frame the core does
-    not (errors, control frames, protocol errors), and
+    Subclasses provide ``_received(frames, error)``, which handles every
+    frame the core does not (errors, control frames, protocol errors), and
     ``_expire``, ``_cancel_call``, ``_schedule_flush`` and ``drain`` for
     :meth:`call`.
     """
 
-    async def call(
-        self,
-        method: str,
-        args: Any,
-        kwargs: Optional[dict] = None,
-        timeout: Optional[float] = None,
-        metadata: Optional[dict] = None,
-        resend: bool = True,
-    ) -> Any:
+    async def call(self, method, args, kwargs=None, timeout=None, metadata=None, bint resend=True):
         """Send one call and wait for its result.
 
         A call the server ended the connection without reading
@@ -166,6 +176,8 @@ class ClientCore(ConnectionCore):
         ``self._resend`` (set by the client that owns this connection)
         unless ``resend`` is false.
         """
+        cdef unsigned long long rid
+        cdef FrameWriter writer
         if self._closing or self._transport is None:
             raise Unavailable(self.lost_reason or "connection is closed")
         if self.peer_goaway:
@@ -175,21 +187,18 @@ class ClientCore(ConnectionCore):
             if timeout <= 0:
                 raise DeadlineExceeded(f"deadline of {timeout}s already passed before {method} was sent")
             deadline = int(timeout * 1_000_000)  # the server enforces it too
-        pending = self._pending
-        rid = self._next_id + 1
-        if rid > 0xFFFFFFFF or rid in pending:
-            rid = _free_id(self._next_id, pending)  # wrapped, or in flight still
-        self._next_id = rid
+        rid = self._next_id = _free_id(self._next_id, self._pending)
         writer = self._writer
-        writer.write_request(rid, self.methods.get(method, method), args, kwargs, deadline=deadline, metadata=metadata)
+        writer._write_request(rid, self.methods.get(method, method), args, kwargs, deadline, metadata, False)
+        pending = self._pending
         if not pending and self._flush_handle is None:
             # Nothing in flight: a sequential caller.  Send now rather than
             # one loop iteration later; with calls in flight, writes made in
             # the same tick are coalesced into one.
-            if writer.chunked:
-                self._transport.writelines(writer.take_chunks())
+            if writer._ref_bytes:
+                self._transport.writelines(writer._take_chunks())
             else:
-                self._transport.write(writer.take_buffer())
+                self._transport.write(writer._take_buffer())
             # The future goes in after the write, off the path the answer
             # waits on: the answer (and connection_lost, which transports
             # schedule with call_soon) comes in a later loop iteration.
@@ -204,7 +213,7 @@ class ClientCore(ConnectionCore):
         if timeout is None:
             try:
                 return await fut
-            except asyncio.CancelledError:
+            except CancelledError:
                 self._cancel_call(rid, fut)
                 raise
             except NotProcessed:
@@ -214,7 +223,7 @@ class ClientCore(ConnectionCore):
         timer = self._loop.call_later(timeout, self._expire, rid, fut, method, timeout)
         try:
             return await fut
-        except asyncio.CancelledError:
+        except CancelledError:
             self._cancel_call(rid, fut)
             raise
         except NotProcessed:
@@ -224,13 +233,14 @@ class ClientCore(ConnectionCore):
             timer.cancel()
         return await self._resend(method, args, kwargs, timer.when() - self._loop.time(), metadata)
 
-    def _dispatch(self, frames: List[Any]) -> None:
-        pending = self._pending
-        i = 0
-        n = len(frames)
+    cdef int _dispatch(self, list frames) except -1:
+        cdef Py_ssize_t i = 0
+        cdef Py_ssize_t n = PyList_GET_SIZE(frames)
+        cdef Frame f
+        cdef dict pending = self._pending
         while i < n:
-            f = frames[i]
-            if f.type != _RESPONSE or f.error is not None:
+            f = <Frame>PyList_GET_ITEM(frames, i)
+            if f.type is not RESPONSE or f.error is not None:
                 break
             i += 1
             fut = pending.pop(f.request_id, None)
@@ -238,27 +248,24 @@ class ClientCore(ConnectionCore):
                 fut.set_result(f.value)
         if i < n:
             self._received(frames[i:], None)
+        return 0
 
 
-class CallSlot:
+@cython.freelist(16)
+cdef class CallSlot:
     """One call in flight on a blocking-socket connection: its answer (or
     error) once ``done``, and the ``concurrent.futures.Future`` of a
     ``go()`` call (with ``resend``: what sends it again if the server never
     reads it)."""
 
-    __slots__ = ("done", "value", "error", "future", "deadline", "method", "resend")
-
-    def __init__(self, method: Any, future: Any, deadline: Any) -> None:
+    def __init__(self, method, future, deadline):
         self.done = False
-        self.value: Any = None
-        self.error: Optional[BaseException] = None
+        self.method = method
         self.future = future
         self.deadline = deadline
-        self.method = method
-        self.resend: Any = None
 
 
-class SyncCore:
+cdef class SyncCore:
     """The per-call path of the blocking-socket client (base of
     ``client._SyncConnection``).
 
@@ -269,29 +276,29 @@ class SyncCore:
     general path (``_call``: ``send_request`` + ``wait``).
     """
 
-    def call_plain(self, method: str, args: Any) -> Any:
+    def call_plain(self, method, args):
         """Call ``method`` with positional ``args``; return its result."""
+        cdef CallSlot slot
+        cdef unsigned long long rid
+        cdef FrameWriter writer
         if not self.alive or self._timeout_mode is not None or not self.recv_lock.acquire(False):
             return self._call(method, args)
         slot = self._plain_slot
         try:
             # recv_lock, then send_lock: the order every path takes both in.
-            with self.send_lock:
+            self.send_lock.acquire()
+            try:
                 if not self.alive:
                     raise Unavailable(self.lost_reason or "connection is closed")
-                pending = self.pending
-                rid = self.next_id + 1
-                if rid > 0xFFFFFFFF or rid in pending:
-                    rid = _free_id(self.next_id, pending)  # wrapped, or in flight still
-                self.next_id = rid
+                rid = self.next_id = _free_id(self.next_id, self.pending)
                 writer = self.writer
-                writer.write_request(rid, self.methods.get(method, method), args)
+                writer._write_request(rid, self.methods.get(method, method), args, None, None, None, False)
                 try:
                     try:
-                        if writer.chunked:
-                            self._send_chunks(writer.take_chunks())
+                        if writer._ref_bytes:
+                            self._send_chunks(writer._take_chunks())
                         else:
-                            self.sock.sendall(writer.take_buffer())
+                            self.sock.sendall(writer._take_buffer())
                     finally:
                         # After the send, off the path the answer waits on:
                         # this thread holds recv_lock, so nobody reads the
@@ -300,9 +307,11 @@ class SyncCore:
                         slot.value = None
                         slot.error = None
                         slot.method = method
-                        pending[rid] = slot
+                        self.pending[rid] = slot
                 except OSError as exc:
                     self.broken(f"connection lost while sending: {exc}")
+            finally:
+                self.send_lock.release()
             try:
                 while not slot.done:
                     self._read_plain()
@@ -326,35 +335,37 @@ class SyncCore:
             raise error
         return value
 
-    def _next_request_id(self) -> int:
+    def _next_request_id(self):
         """A request id not in flight (the caller holds send_lock)."""
         self.next_id = _free_id(self.next_id, self.pending)
         return self.next_id
 
-    def _read_plain(self) -> None:
-        parser = self.parser
-        buf = parser.get_buffer(-1)
+    cdef int _read_plain(self) except -1:
+        cdef Py_ssize_t i = 0
+        cdef Py_ssize_t n
+        cdef Frame f
+        cdef dict pending = self.pending
+        cdef FrameParser parser = self.parser
+        cdef CallSlot slot = self._plain_slot
+        buf = parser._get_buffer()
         try:
             got = self.sock.recv_into(buf)
         except OSError as exc:
             self.broken(f"connection lost: {exc}")
-            return
+            return 0
         if not got:
             self.broken("connection closed by server")
-            return
+            return 0
         error = None
         try:
-            frames = parser.buffer_updated(got)
+            frames = parser._buffer_updated(got)
         except FrameError as exc:
             frames = exc.frames
             error = exc
-        pending = self.pending
-        slot = self._plain_slot
-        i = 0
-        n = len(frames)
+        n = PyList_GET_SIZE(frames)
         while i < n:
-            f = frames[i]
-            if f.type != _RESPONSE or f.error is not None or pending.get(f.request_id) is not slot:
+            f = <Frame>PyList_GET_ITEM(frames, i)
+            if f.type is not RESPONSE or f.error is not None or pending.get(f.request_id) is not slot:
                 break
             del pending[f.request_id]
             slot.value = f.value
@@ -362,3 +373,4 @@ class SyncCore:
             i += 1
         if i < n or error is not None:
             self._handle_frames(frames[i:] if i else frames, error, False)
+        return 0

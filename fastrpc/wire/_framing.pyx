@@ -47,7 +47,7 @@ from libc.stdint cimport uint16_t, uint32_t, uint64_t
 from libc.stdlib cimport free, malloc
 from libc.string cimport memcmp, memcpy
 
-from fastrpc._codec cimport (
+from fastrpc.wire._codec cimport (
     Decoder,
     Encoder,
     WBuf,
@@ -66,8 +66,8 @@ import math
 import struct
 import threading
 
-from . import _wire as W
-from .errors import (
+from . import constants as W
+from ..errors import (
     DecodeError,
     FrameError,
     FrameTooLarge,
@@ -198,7 +198,7 @@ cdef class Frame:
     """One decoded frame.
 
     Attributes:
-        type: message type (a :class:`fastrpc._wire.MsgType` value, as int).
+        type: message type (a :class:`fastrpc.wire.constants.MsgType` value, as int).
         flags: raw flags byte.
         method: method index (requests/notifications by index), else 0.
         name: method name when the frame carries one, else ``None``.
