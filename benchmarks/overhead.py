@@ -36,7 +36,7 @@ import time
 from typing import Any, Callable, List
 
 import fastrpc
-from fastrpc.server import _server as S
+from fastrpc.server.connection import ServerConnection
 from fastrpc._impl import IMPLEMENTATION, FrameWriter
 
 from benchmarks.peers import floor_peer
@@ -149,7 +149,7 @@ def server_cases(loop: asyncio.AbstractEventLoop):
         def get_extra_info(self, name: str, default: Any = None) -> Any:
             return default
 
-    conn = S.ServerConnection(srv)
+    conn = ServerConnection(srv)
     conn.connection_made(Sink())
     w = FrameWriter()
     w.write_preface()
@@ -205,7 +205,7 @@ def sync_cases(address: str, n: int, repeat: int):
             call("Bench.add", i, 1)
 
     def prepare_sync(k: int) -> None:
-        conn.sock = FakeSocket(_responses(conn.next_id + 1, k))
+        conn.sock = FakeSocket(_responses(conn._next_id + 1, k))
 
     fastrpc_sync.prepare = prepare_sync  # type: ignore[attr-defined]
 
@@ -226,9 +226,9 @@ def sync_cases(address: str, n: int, repeat: int):
 
 
 def async_cases(loop: asyncio.AbstractEventLoop):
-    from fastrpc.transport.aio import ClientProtocol
+    from fastrpc.client._aio import ClientProtocol
 
-    proto = ClientProtocol(loop)
+    proto = ClientProtocol(loop, fastrpc.ClientOptions())
     state = {"answers": [], "next": 0}
 
     if buffered(proto):
@@ -256,7 +256,7 @@ def async_cases(loop: asyncio.AbstractEventLoop):
     state["answers"] = [w.take()]
     deliver()
     client = fastrpc.AsyncClient("tcp://127.0.0.1:1")
-    client._protocol = proto
+    client.endpoint.connection = proto  # as if connected
 
     def prepare_async(k: int) -> None:
         state["answers"] = _responses(proto._next_id + 1, k)

@@ -32,7 +32,7 @@ FASTRPC_REQUIRE_EXTENSIONS=1 "$PY" - <<'PYEOF'
 import fastrpc, fastrpc.wire._codec, fastrpc.wire._framing, fastrpc.core._cores, fastrpc._impl
 assert fastrpc.EXTENSIONS_ACTIVE, "compiled modules not active"
 assert fastrpc.FrameParser is fastrpc.wire._framing.FrameParser
-assert fastrpc._impl.ServerCore is fastrpc.core._cores.ServerCore
+assert fastrpc._impl.ServerSessionCore is fastrpc.core._cores.ServerSessionCore
 print("extensions active:", fastrpc.wire._codec.__file__, fastrpc.wire._framing.__file__, fastrpc.core._cores.__file__)
 PYEOF
 

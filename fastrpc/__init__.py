@@ -12,7 +12,19 @@ from ._impl import HAS_EXTENSIONS as EXTENSIONS_ACTIVE
 from ._impl import IMPLEMENTATION, Decoder, Encoder, Frame, FrameParser, FrameWriter, packb, unpackb
 from .wire.constants import DEFAULT_MAX_FRAME_SIZE, PROTOCOL_MAJOR, PROTOCOL_MINOR, ExtType, MsgType
 from .errors import *  # noqa: F401,F403
-from .client import AsyncClient, Backoff, Client, Pool, connect
+from .client import (
+    AsyncClient,
+    Backoff,
+    Client,
+    ClientOptions,
+    Endpoint,
+    EndpointState,
+    Picker,
+    Pool,
+    RoundRobinPicker,
+    connect,
+)
+from .core.context import CallContext, current_call
 from .server import Server, blocking
 
 __version__ = "0.1.0"
@@ -20,11 +32,18 @@ __version__ = "0.1.0"
 __all__ = [
     "AsyncClient",
     "Backoff",
+    "CallContext",
     "Client",
+    "ClientOptions",
+    "Endpoint",
+    "EndpointState",
+    "Picker",
     "Pool",
+    "RoundRobinPicker",
     "Server",
     "blocking",
     "connect",
+    "current_call",
     "EXTENSIONS_ACTIVE",
     "IMPLEMENTATION",
     "DEFAULT_MAX_FRAME_SIZE",

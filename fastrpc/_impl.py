@@ -24,7 +24,16 @@ if not NO_EXTENSIONS and platform.python_implementation() == "CPython":
     try:
         from .wire._codec import Decoder, Encoder, packb, unpackb  # noqa: F401
         from .wire._framing import Frame, FrameParser, FrameWriter  # noqa: F401
-        from .core._cores import CallSlot, ClientCore, ServerCore, SyncCore  # noqa: F401
+        from .core._cores import (  # noqa: F401
+            AsyncClientCore,
+            CallSlot,
+            ClientSessionCore,
+            ServerSessionCore,
+            SyncClientCore,
+            free_request_id,
+            inline_call,
+            run_inline,
+        )
 
         HAS_EXTENSIONS = True
     except ImportError:  # not built: use the fallback below
@@ -33,7 +42,16 @@ if not NO_EXTENSIONS and platform.python_implementation() == "CPython":
 if not HAS_EXTENSIONS:
     from .wire._codec_py import Decoder, Encoder, packb, unpackb  # noqa: F401,F811
     from .wire._framing_py import Frame, FrameParser, FrameWriter  # noqa: F401,F811
-    from .core._cores_py import CallSlot, ClientCore, ServerCore, SyncCore  # noqa: F401,F811
+    from .core._cores_py import (  # noqa: F401,F811
+        AsyncClientCore,
+        CallSlot,
+        ClientSessionCore,
+        ServerSessionCore,
+        SyncClientCore,
+        free_request_id,
+        inline_call,
+        run_inline,
+    )
 
 #: "c" when the compiled modules are active, "py" for the fallback.
 IMPLEMENTATION = "c" if HAS_EXTENSIONS else "py"
@@ -51,16 +69,20 @@ __all__ = [
     "HAS_EXTENSIONS",
     "IMPLEMENTATION",
     "NO_EXTENSIONS",
+    "AsyncClientCore",
     "CallSlot",
-    "ClientCore",
+    "ClientSessionCore",
     "Decoder",
     "Encoder",
     "Frame",
     "FrameParser",
     "FrameWriter",
     "ReadProtocol",
-    "ServerCore",
-    "SyncCore",
+    "ServerSessionCore",
+    "SyncClientCore",
+    "free_request_id",
+    "inline_call",
+    "run_inline",
     "packb",
     "unpackb",
 ]

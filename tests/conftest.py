@@ -56,11 +56,11 @@ REQUIRE_EXTENSIONS = _env_flag("FASTRPC_REQUIRE_EXTENSIONS")
 
 
 def _load(name: str) -> types.SimpleNamespace:
-    codec_name, framing_name, protocol_name = _MODULES[name]
+    codec_name, framing_name, cores_name = _MODULES[name]
     codec = importlib.import_module(codec_name)
     framing = importlib.import_module(framing_name)
-    protocol = importlib.import_module(protocol_name)
-    ns = types.SimpleNamespace(name=name, codec=codec, framing=framing, protocol=protocol)
+    cores = importlib.import_module(cores_name)
+    ns = types.SimpleNamespace(name=name, codec=codec, framing=framing, cores=cores)
     for attr in _NAMES:
         setattr(ns, attr, getattr(codec if hasattr(codec, attr) else framing, attr))
     return ns

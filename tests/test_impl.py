@@ -41,7 +41,7 @@ print(json.dumps({{
     "active": fastrpc.EXTENSIONS_ACTIVE,
     "implementation": fastrpc.IMPLEMENTATION,
     "modules": {{n: getattr(fastrpc, n).__module__ for n in names}},
-    "cores": [fastrpc._impl.ServerCore.__module__, fastrpc._impl.ClientCore.__module__],
+    "cores": [fastrpc._impl.ServerSessionCore.__module__, fastrpc._impl.AsyncClientCore.__module__],
 }}))
 """
 _C_CORES = ["fastrpc.core._cores", "fastrpc.core._cores"]
@@ -117,7 +117,7 @@ def test_this_process_is_consistent():
     modules = {n: getattr(fastrpc, n).__module__ for n in _NAMES}
     assert modules in (_C_MODULES, _PY_MODULES)
     assert fastrpc.EXTENSIONS_ACTIVE is (modules == _C_MODULES)
-    cores = [_impl.ServerCore.__module__, _impl.ClientCore.__module__]
+    cores = [_impl.ServerSessionCore.__module__, _impl.AsyncClientCore.__module__]
     assert cores == (_C_CORES if fastrpc.EXTENSIONS_ACTIVE else _PY_CORES)
     assert fastrpc.IMPLEMENTATION == ("c" if fastrpc.EXTENSIONS_ACTIVE else "py")
     if _flag("FASTRPC_NO_EXTENSIONS"):
@@ -144,8 +144,8 @@ def test_compiled_modules_loaded():
     assert fastrpc.unpackb is codec.unpackb
     from fastrpc import _impl
 
-    assert _impl.ServerCore is protocol.ServerCore
-    assert _impl.ClientCore is protocol.ClientCore
+    assert _impl.ServerSessionCore is protocol.ServerSessionCore
+    assert _impl.AsyncClientCore is protocol.AsyncClientCore
 
 
 def test_import_emits_no_warnings():

@@ -1,20 +1,21 @@
-"""A pool of connections to one or more endpoints.
+"""A client over several endpoints: connections to one or more servers, each
+kept up in the background, calls spread across the ready ones by a picker.
 
-Calls go round-robin to the connections that are up; each connection has a
-supervisor task that reconnects it in the background, with exponential
-backoff and jitter, whenever it is lost.  A call never waits for a
-reconnection: with no connection up it fails at once with UNAVAILABLE.
+A call never waits for a reconnection: with no endpoint ready it fails at
+once with UNAVAILABLE.  The pool uses endpoints only through their public
+interface (state, subscriptions, ``connection``, ``start``, ``close``).
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import Any, List, Optional, Sequence, Union
+from typing import Any, Callable, List, Optional, Sequence
 
-from ..wire import constants as W
-from ..transport.address import Address
-from ._client import _UNSET, AsyncClient, Backoff, _Proxy
 from ..errors import NotProcessed, Unavailable
+from ..transport.address import Address
+from .endpoint import Endpoint, EndpointState, Picker, RoundRobinPicker
+from .options import Backoff, ClientOptions
+from .proxy import UNSET, Proxy
 
 __all__ = ["Pool"]
 
@@ -29,66 +30,82 @@ class Pool:
 
     Parameters:
         addresses: one address or a list of them.
-        size: connections per address.
-        timeout: default per-call timeout in seconds.
-        connect_timeout: limit for one connection attempt.
-        max_frame_size: largest frame sent or accepted.
-        backoff_base, backoff_max: reconnection backoff (seconds).
+        size: connections (endpoints) per address.
+        picker: builds the :class:`Picker` that chooses an endpoint per call
+            from the ready ones (default :class:`RoundRobinPicker`).
+        options: a :class:`ClientOptions`, or its fields as keyword
+            arguments, as for :class:`AsyncClient`.  Each endpoint backs off
+            on its own (a copy of ``backoff``).
+        backoff_base, backoff_max: shorthand for ``backoff=Backoff(base, max)``.
     """
 
     def __init__(
         self,
-        addresses: Union[str, Address, Sequence[Union[str, Address]]],
+        addresses: Any,
         *,
         size: int = 4,
-        timeout: Optional[float] = None,
-        connect_timeout: float = 10.0,
-        max_frame_size: int = W.DEFAULT_MAX_FRAME_SIZE,
-        backoff_base: float = 0.05,
-        backoff_max: float = 5.0,
+        picker: Callable[[Sequence[Endpoint]], Picker] = RoundRobinPicker,
+        options: Optional[ClientOptions] = None,
+        backoff_base: Optional[float] = None,
+        backoff_max: Optional[float] = None,
+        **settings: Any,
     ) -> None:
-        if isinstance(addresses, (str, Address)):
-            addresses = [addresses]
+        if isinstance(addresses, (str, Address)) or (
+            type(addresses) is tuple and len(addresses) == 2 and isinstance(addresses[1], int)
+        ):
+            addresses = [addresses]  # one address, not a list of them
         if not addresses:
             raise ValueError("a pool needs at least one address")
         if size < 1:
             raise ValueError("size must be >= 1")
-        self.timeout = timeout
-        self._clients: List[AsyncClient] = [
-            AsyncClient(
-                a,
-                timeout=timeout,
-                connect_timeout=connect_timeout,
-                max_frame_size=max_frame_size,
-                backoff=Backoff(backoff_base, backoff_max),
+        if backoff_base is not None or backoff_max is not None:
+            if "backoff" in settings:
+                raise TypeError("give backoff or backoff_base/backoff_max, not both")
+            default = Backoff()
+            settings["backoff"] = Backoff(
+                default.base if backoff_base is None else backoff_base,
+                default.maximum if backoff_max is None else backoff_max,
             )
-            for a in addresses
-            for _ in range(size)
+        self.options = ClientOptions.build(options, settings)
+        self._make_picker = picker
+        self.endpoints: List[Endpoint] = [
+            Endpoint(a, self.options, resend=self._resend) for a in addresses for _ in range(size)
         ]
-        for c in self._clients:
-            c._resend_to = self._resend
-        self._next = 0
-        self._supervisors: List[asyncio.Task] = []
+        for ep in self.endpoints:
+            ep.subscribe(self._rebuild)
+        self._picker: Picker = picker([])
+        self._started = False
         self._closed = False
 
     @property
+    def timeout(self) -> Optional[float]:
+        """The default per-call timeout."""
+        return self.options.timeout
+
+    @property
     def size(self) -> int:
-        """Number of connection slots."""
-        return len(self._clients)
+        """Number of endpoints (connection slots)."""
+        return len(self.endpoints)
 
     @property
     def connected(self) -> int:
-        """Number of connections currently up."""
-        return sum(1 for c in self._clients if c.connected)
+        """Number of endpoints ready to take calls."""
+        return sum(1 for ep in self.endpoints if ep.state is EndpointState.READY)
+
+    def _rebuild(self, _: Endpoint) -> None:
+        # Called on every endpoint state change: a new picker over the ready
+        # ones (picks never see an endpoint that is not ready).
+        self._picker = self._make_picker([ep for ep in self.endpoints if ep.state is EndpointState.READY])
 
     async def start(self, wait: bool = True) -> "Pool":
-        """Start the supervisors; with ``wait``, return once at least one
-        connection is up (or every first attempt failed)."""
-        if not self._supervisors:
-            first = [asyncio.get_running_loop().create_future() for _ in self._clients]
-            self._supervisors = [
-                asyncio.ensure_future(self._supervise(c, f)) for c, f in zip(self._clients, first)
-            ]
+        """Start keeping every endpoint connected; with ``wait``, return once
+        at least one is ready (raise UNAVAILABLE if every first attempt
+        failed)."""
+        if self._closed:
+            raise Unavailable("pool is closed")
+        if not self._started:
+            self._started = True
+            first = [ep.start() for ep in self.endpoints]
             if wait:
                 pending = set(first)
                 while pending and not self.connected:
@@ -97,48 +114,23 @@ class Pool:
                     raise Unavailable("no connection in the pool could be established")
         return self
 
-    async def _supervise(self, client: AsyncClient, first: asyncio.Future) -> None:
-        loop = asyncio.get_running_loop()
-        while not self._closed:
-            try:
-                await client.connect()
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # noqa: BLE001 - retried after the backoff
-                if not first.done():
-                    first.set_result(False)
-                await asyncio.sleep(max(0.0, client._next_attempt - loop.time()))
-                continue
-            if not first.done():
-                first.set_result(True)
-            await client.wait_lost()
-
-    def call(self, method: str, *args: Any, timeout: Optional[float] = _UNSET, metadata: Optional[dict] = None, **kwargs: Any) -> Any:
-        """Call ``method`` on the next connection that is up (awaitable)."""
-        if timeout is _UNSET:
-            timeout = self.timeout
-        p = self._next_up()
-        if p is not None:
-            return p.call(method, args, kwargs or None, timeout, metadata)
+    def call(self, method: str, *args: Any, timeout: Optional[float] = UNSET, metadata: Optional[dict] = None, **kwargs: Any) -> Any:
+        """Call ``method`` on the endpoint the picker chooses (awaitable)."""
+        if timeout is UNSET:
+            timeout = self.options.timeout
+        ep = self._picker.pick(method)
+        if ep is not None:
+            p = ep.connection
+            if p is not None:
+                return p.call(method, args, kwargs or None, timeout, metadata)
         return self._unavailable()
-
-    def _next_up(self) -> Any:
-        # The next connection, round robin, that is up (None: none is).
-        clients = self._clients
-        n = len(clients)
-        start = self._next
-        for i in range(n):
-            p = clients[(start + i) % n]._protocol
-            if p is not None and not p._closing and not p.peer_goaway:
-                self._next = (start + i + 1) % n
-                return p
-        return None
 
     async def _resend(self, method: str, args: Any, kwargs: Any, timeout: Optional[float], metadata: Any) -> Any:
         # A call the server closed its connection without reading: it never
-        # ran, so it goes once more, on the next connection that is up, and
-        # is not resent again.
-        p = self._next_up()
+        # ran, so it goes once more, to the endpoint the picker chooses now
+        # (the one it left is no longer ready), and is not resent again.
+        ep = self._picker.pick(method)
+        p = ep.connection if ep is not None else None
         if p is not None:
             return await p.call(method, args, kwargs, timeout, metadata, False)
         raise NotProcessed("the server closed the connection before reading this call, and no other connection is up")
@@ -150,21 +142,18 @@ class Pool:
 
     def proxy(self, service: str) -> Any:
         """``await pool.proxy("Arith").multiply(7, 8)``."""
-        return _Proxy(self, service)
+        return Proxy(self, service)
 
     async def close(self) -> None:
-        """Stop reconnecting and close every connection."""
+        """Stop reconnecting and close every endpoint."""
         self._closed = True
-        for t in self._supervisors:
-            t.cancel()
-        for c in self._clients:
-            await c.close()
-        if self._supervisors:
-            await asyncio.gather(*self._supervisors, return_exceptions=True)
-        self._supervisors = []
+        await asyncio.gather(*(ep.close() for ep in self.endpoints))
 
     async def __aenter__(self) -> "Pool":
         return await self.start()
 
     async def __aexit__(self, *exc: Any) -> None:
         await self.close()
+
+    def __repr__(self) -> str:
+        return f"<Pool {self.connected}/{self.size} ready>"

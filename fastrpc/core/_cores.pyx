@@ -1,19 +1,24 @@
-"""Compiled connection cores: the per-call path of both ends of a connection.
+"""Compiled connection cores: the state of a connection and the per-call
+fast path of both ends.
 
-The compiled twin of ``_protocol_py.py`` (same classes, same behaviour);
-``_impl.py`` picks one of the two.
+The compiled twin of ``_cores_py.py`` (same classes, same behaviour);
+``fastrpc/_impl.py`` picks one of the two.
 
-:class:`ServerCore` is the base of ``server.ServerConnection`` and
-:class:`ClientCore` the base of ``protocol.ClientProtocol``.  Each takes the
-bytes the transport read into the parser's memory and handles the frames
-that make up nearly all traffic (a request for a sync handler, by index; a
-response) without leaving C: no Python frame, no attribute lookup and no
-argument tuple per call.  The first frame that needs anything else (async
-or blocking handlers, names, kwargs, errors, control frames, backpressure)
-and every frame after it go to the Python glue in ``server.py`` /
-``protocol.py``, in order, so the two paths can never answer out of order.
-:class:`SyncCore` does the same for the blocking-socket client's plain calls
-(base of ``client._SyncConnection``).
+A core holds the state that the fast path and the session rules share
+(``session.py`` subclasses :class:`ClientSessionCore` and
+:class:`ServerSessionCore`) and takes the bytes a transport read:
+``get_buffer``/``buffer_updated`` (or ``data_received``) parse them and hand
+the frames to ``_dispatch``.  The frames that make up nearly all traffic (a
+request for a sync handler, by index; a response) are handled there
+without leaving C: no Python frame, no attribute lookup and no argument
+tuple per call.  The first frame that needs anything else (async or
+blocking handlers, names, kwargs, errors, control frames, backpressure) and
+every frame after it go to ``_received(frames, error)``, which the session
+rules implement, in order, so the two paths can never answer out of order.
+
+:class:`AsyncClientCore` adds the asyncio client's ``call()`` and
+:class:`SyncClientCore` the blocking client's ``call_plain()``: the
+per-call path of each client, from request to answer.
 """
 
 cimport cython
@@ -23,10 +28,21 @@ from cpython.object cimport PyObject
 from fastrpc.wire._framing cimport FLAG_KWARGS, FLAG_METHOD_NAME, Frame, FrameParser, FrameWriter
 
 from asyncio import CancelledError
+from time import monotonic as _monotonic
 
 from ..errors import DeadlineExceeded, EncodeError, FrameError, FrameTooLarge, NotProcessed, Unavailable
 
-__all__ = ["CallSlot", "ClientCore", "ServerCore", "SyncCore"]
+__all__ = [
+    "AsyncClientCore",
+    "CallSlot",
+    "ClientSessionCore",
+    "ServerSessionCore",
+    "SessionCore",
+    "SyncClientCore",
+    "free_request_id",
+    "inline_call",
+    "run_inline",
+]
 
 
 cdef extern from "Python.h":
@@ -34,6 +50,57 @@ cdef extern from "Python.h":
     # no tuple is built for the call.
     object PyObject_Vectorcall(object fn, PyObject** items, size_t n, PyObject* kwnames)
     PyObject** PySequence_Fast_ITEMS(object seq)
+
+
+# The sync handler running inline on this thread, for current_call(): the
+# frame, the connection and (for a call with a deadline) when it arrived.
+# Borrowed pointers, set only while the handler runs: a thread runs one
+# inline handler at a time, and nothing else runs on that thread meanwhile
+# (an event loop runs its callbacks one after another), so a thread-local
+# store and restore is all it costs.
+cdef extern from *:
+    """
+    #if defined(_MSC_VER)
+    #define FASTRPC_TLS __declspec(thread)
+    #else
+    #define FASTRPC_TLS __thread
+    #endif
+    static FASTRPC_TLS PyObject *fastrpc_inline_frame = NULL;
+    static FASTRPC_TLS PyObject *fastrpc_inline_conn = NULL;
+    static FASTRPC_TLS double fastrpc_inline_arrival = 0.0;
+    """
+    PyObject* fastrpc_inline_frame
+    PyObject* fastrpc_inline_conn
+    double fastrpc_inline_arrival
+
+
+def inline_call():
+    """``(frame, connection, arrival)`` of the sync handler running inline on
+    this thread, or None.  ``arrival`` is the ``time.monotonic()`` of the
+    call's arrival when it has a deadline, else 0.0."""
+    if fastrpc_inline_frame == NULL:
+        return None
+    return (<object>fastrpc_inline_frame, <object>fastrpc_inline_conn, fastrpc_inline_arrival)
+
+
+def run_inline(fn, args, kwargs, frame, conn):
+    """Run a sync handler the Python path dispatches as :func:`inline_call`
+    reports it: ``fn(*args, **kwargs)`` with ``frame``/``conn`` current."""
+    cdef PyObject* prev_frame = fastrpc_inline_frame
+    cdef PyObject* prev_conn = fastrpc_inline_conn
+    cdef double prev_arrival = fastrpc_inline_arrival
+    global fastrpc_inline_frame, fastrpc_inline_conn, fastrpc_inline_arrival
+    fastrpc_inline_frame = <PyObject*>frame
+    fastrpc_inline_conn = <PyObject*>conn
+    fastrpc_inline_arrival = _monotonic() if frame.deadline is not None else 0.0
+    try:
+        if kwargs:
+            return fn(*args, **kwargs)
+        return fn(*args)
+    finally:
+        fastrpc_inline_frame = prev_frame
+        fastrpc_inline_conn = prev_conn
+        fastrpc_inline_arrival = prev_arrival
 
 
 # Small ints are cached objects in CPython: the parser's frame fields are
@@ -45,7 +112,7 @@ cdef enum:
     # Requests with these flags take the Python path (name lookup, kwargs).
     SLOW_FLAGS = FLAG_METHOD_NAME | FLAG_KWARGS
     # Answers buffered past this are written before the next request is
-    # handled (server.py's _FLUSH_AT, same value).
+    # handled (server/connection.py's FLUSH_AT, same value).
     FLUSH_AT = 256 * 1024
 
 
@@ -57,19 +124,26 @@ cdef unsigned long long _free_id(unsigned long long last, dict in_flight) except
     return rid
 
 
-cdef class ConnectionCore:
-    """What both ends of a connection do with a read (an
-    ``asyncio.BufferedProtocol``): the transport reads into the parser's
-    memory, and the frames go to ``_dispatch``; a read that breaks the
-    protocol goes, with the frames before the break, to the subclass's
-    ``_received(frames, error)``."""
+def free_request_id(last, in_flight):
+    """The request id after ``last`` (1..2**32-1, wrapping) not in
+    ``in_flight``: ids go up, so GOAWAY's ``last`` can tell which calls were
+    sent after it (docs/protocol.md §3.1)."""
+    return _free_id(last, in_flight)
+
+
+cdef class SessionCore:
+    """Bytes in, for either end of a connection: ``get_buffer`` and
+    ``buffer_updated`` (the asyncio ``BufferedProtocol`` calls, also used by
+    the blocking client after ``recv_into``) or ``data_received``; the
+    frames go to ``_dispatch``, and a read that breaks the protocol goes,
+    with the frames before the break, to ``_received(frames, error)``."""
 
     def get_buffer(self, sizehint):
         return self._parser._get_buffer()
 
     def buffer_updated(self, nbytes):
         if self._track_seen:
-            self._last_seen = self._loop.time()
+            self._last_seen = self._clock()
             self._ping_sent = False
         try:
             frames = self._parser._buffer_updated(nbytes)
@@ -79,9 +153,8 @@ cdef class ConnectionCore:
             self._dispatch(frames)
 
     def data_received(self, data):
-        # For transports that do not support BufferedProtocol.
         if self._track_seen:
-            self._last_seen = self._loop.time()
+            self._last_seen = self._clock()
             self._ping_sent = False
         try:
             frames = self._parser.feed(data)
@@ -95,13 +168,21 @@ cdef class ConnectionCore:
         return 0
 
 
-cdef class ServerCore(ConnectionCore):
-    """The per-call path of the server end of a connection.
+cdef class ClientSessionCore(SessionCore):
+    """The state of the client end of a connection (rules: session.py)."""
 
-    Subclasses provide the Python side: ``_received(frames, error)`` (the
+
+cdef class ServerSessionCore(SessionCore):
+    """The server end of a connection: requests for sync handlers, by
+    index, run inline as they are read, and their answers leave in one
+    write per read.
+
+    The session rules (``session.ServerSession``) and the server's
+    connection provide the Python side: ``_received(frames, error)`` (the
     whole of a read the core does not handle), ``_process(frames, i,
     error)`` (the rest of a read, from frame ``i``), ``_write_exception``,
-    ``_write_result`` and ``_flush``.
+    ``_write_result`` and ``_flush``.  Without a transport (sans IO) the
+    answers stay in the writer.
     """
 
     cdef int _dispatch(self, list frames) except -1:
@@ -112,10 +193,17 @@ cdef class ServerCore(ConnectionCore):
         cdef FrameWriter w
         cdef list inline = self._inline
         cdef dict calls = self._calls
+        cdef PyObject* prev_frame
+        cdef PyObject* prev_conn
+        cdef double prev_arrival
+        global fastrpc_inline_frame, fastrpc_inline_conn, fastrpc_inline_arrival
         if self._backlog is not None or self._draining or inline is None:
             self._received(frames, None)
             return 0
         w = self._writer
+        prev_frame = fastrpc_inline_frame
+        prev_conn = fastrpc_inline_conn
+        prev_arrival = fastrpc_inline_arrival
         while i < n:
             f = <Frame>PyList_GET_ITEM(frames, i)
             if f.type is not REQUEST or f.error is not None or (<int>f.flags) & SLOW_FLAGS:
@@ -125,18 +213,26 @@ cdef class ServerCore(ConnectionCore):
                 break
             fn = <object>PyList_GET_ITEM(inline, idx)
             args = f.value
-            if fn is None or type(args) is not list or (f.deadline is not None and f.deadline == 0):
+            if fn is None or type(args) is not list:
                 break
+            if f.deadline is not None:
+                if f.deadline == 0:
+                    break
+                fastrpc_inline_arrival = _monotonic()
             rid = f.request_id
             if calls and rid in calls:
                 break  # protocol error, reported by the Python path
             i += 1
             self._last_call = rid
+            fastrpc_inline_frame = <PyObject*>f
+            fastrpc_inline_conn = <PyObject*>self
             try:
                 result = PyObject_Vectorcall(fn, PySequence_Fast_ITEMS(args), PyList_GET_SIZE(args), NULL)
             except Exception as exc:
+                fastrpc_inline_frame = prev_frame
                 self._write_exception(rid, self._methods[idx], exc, args, None)
             else:
+                fastrpc_inline_frame = prev_frame
                 try:
                     w._write_frame(RESPONSE, rid, result)
                 except (FrameTooLarge, EncodeError, OverflowError):
@@ -148,7 +244,12 @@ cdef class ServerCore(ConnectionCore):
                 if self._read_paused:
                     if i < n:
                         self._backlog = frames[i:]
-                    return 0
+                    break
+        fastrpc_inline_frame = prev_frame
+        fastrpc_inline_conn = prev_conn
+        fastrpc_inline_arrival = prev_arrival
+        if self._backlog is not None:
+            return 0
         if i < n:
             self._process(frames, i, None)
         elif w._buf.length and self._transport is not None:
@@ -159,13 +260,13 @@ cdef class ServerCore(ConnectionCore):
         return 0
 
 
-cdef class ClientCore(ConnectionCore):
-    """The per-call path of the client end of a connection.
+cdef class AsyncClientCore(ClientSessionCore):
+    """The per-call path of the asyncio client end of a connection.
 
-    Subclasses provide ``_received(frames, error)``, which handles every
-    frame the core does not (errors, control frames, protocol errors), and
-    ``_expire``, ``_cancel_call``, ``_schedule_flush`` and ``drain`` for
-    :meth:`call`.
+    The session rules and the asyncio driver provide ``_received(frames,
+    error)``, which handles every frame the core does not (errors, control
+    frames, protocol errors), and ``_expire``, ``_cancel_call``,
+    ``_schedule_flush`` and ``drain`` for :meth:`call`.
     """
 
     async def call(self, method, args, kwargs=None, timeout=None, metadata=None, bint resend=True):
@@ -254,26 +355,25 @@ cdef class ClientCore(ConnectionCore):
 @cython.freelist(16)
 cdef class CallSlot:
     """One call in flight on a blocking-socket connection: its answer (or
-    error) once ``done``, and the ``concurrent.futures.Future`` of a
+    error) once ``finished``, and the ``concurrent.futures.Future`` of a
     ``go()`` call (with ``resend``: what sends it again if the server never
     reads it)."""
 
     def __init__(self, method, future, deadline):
-        self.done = False
+        self.finished = False
         self.method = method
         self.future = future
         self.deadline = deadline
 
 
-cdef class SyncCore:
-    """The per-call path of the blocking-socket client (base of
-    ``client._SyncConnection``).
+cdef class SyncClientCore(ClientSessionCore):
+    """The per-call path of the blocking-socket client.
 
     :meth:`call_plain` makes a call with no deadline, kwargs or metadata
     when no other thread is reading the socket: it sends, then reads until
     its answer is in, completing any other thread's answers on the way
-    through the Python side (``_handle_frames``).  Anything else takes the
-    general path (``_call``: ``send_request`` + ``wait``).
+    through the session rules (``_received``).  Anything else takes the
+    general path (``_call``).
     """
 
     def call_plain(self, method, args):
@@ -290,8 +390,8 @@ cdef class SyncCore:
             try:
                 if not self.alive:
                     raise Unavailable(self.lost_reason or "connection is closed")
-                rid = self.next_id = _free_id(self.next_id, self.pending)
-                writer = self.writer
+                rid = self._next_id = _free_id(self._next_id, self._pending)
+                writer = self._writer
                 writer._write_request(rid, self.methods.get(method, method), args, None, None, None, False)
                 try:
                     try:
@@ -303,17 +403,17 @@ cdef class SyncCore:
                         # After the send, off the path the answer waits on:
                         # this thread holds recv_lock, so nobody reads the
                         # answer before the slot is in.
-                        slot.done = False
+                        slot.finished = False
                         slot.value = None
                         slot.error = None
                         slot.method = method
-                        self.pending[rid] = slot
+                        self._pending[rid] = slot
                 except OSError as exc:
                     self.broken(f"connection lost while sending: {exc}")
             finally:
                 self.send_lock.release()
             try:
-                while not slot.done:
+                while not slot.finished:
                     self._read_plain()
                 # Taken while recv_lock is held: the next plain call resets
                 # the slot as soon as it is released.
@@ -322,30 +422,25 @@ cdef class SyncCore:
             except BaseException:
                 # Interrupted: this slot is reused, so no later answer may
                 # find it under this id.
-                if self.pending.get(rid) is slot:
-                    del self.pending[rid]
+                if self._pending.get(rid) is slot:
+                    del self._pending[rid]
                 raise
         finally:
             self.recv_lock.release()
             if self.waiters:
                 self._wake()
-        if self.retiring and not self.pending:
+        if self.retiring and not self._pending:
             self.close()  # replaced after GOAWAY, and now idle
         if error is not None:
             raise error
         return value
 
-    def _next_request_id(self):
-        """A request id not in flight (the caller holds send_lock)."""
-        self.next_id = _free_id(self.next_id, self.pending)
-        return self.next_id
-
     cdef int _read_plain(self) except -1:
         cdef Py_ssize_t i = 0
         cdef Py_ssize_t n
         cdef Frame f
-        cdef dict pending = self.pending
-        cdef FrameParser parser = self.parser
+        cdef dict pending = self._pending
+        cdef FrameParser parser = self._parser
         cdef CallSlot slot = self._plain_slot
         buf = parser._get_buffer()
         try:
@@ -354,7 +449,7 @@ cdef class SyncCore:
             self.broken(f"connection lost: {exc}")
             return 0
         if not got:
-            self.broken("connection closed by server")
+            self.broken("connection closed by the server")
             return 0
         error = None
         try:
@@ -369,8 +464,8 @@ cdef class SyncCore:
                 break
             del pending[f.request_id]
             slot.value = f.value
-            slot.done = True
+            slot.finished = True
             i += 1
         if i < n or error is not None:
-            self._handle_frames(frames[i:] if i else frames, error, False)
+            self._received(frames[i:] if i else frames, error)
         return 0

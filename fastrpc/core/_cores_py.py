@@ -1,56 +1,104 @@
-"""Pure-Python connection cores: the per-call path of both ends of a
-connection.
+"""Pure-Python connection cores: the state of a connection and the per-call
+fast path of both ends.
 
-The twin of the compiled ``_protocol.pyx`` (same classes, same behaviour);
-``_impl.py`` picks one of the two.  :class:`ServerCore` is the base of
-``server.ServerConnection``, :class:`ClientCore` the base of
-``protocol.ClientProtocol`` and :class:`SyncCore` the base of
-``client._SyncConnection``.  Each handles the frames that make up nearly
-all traffic (a request for a sync handler, by index; a response) in one
-tight loop; the first frame that needs anything else and every frame after
-it go to the glue in ``server.py`` / ``protocol.py``, in order.
+The twin of the compiled ``_cores.pyx`` (same classes, same behaviour);
+``fastrpc/_impl.py`` picks one of the two.  A core holds the state that the
+fast path and the session rules share (``session.py`` subclasses
+:class:`ClientSessionCore` and :class:`ServerSessionCore`) and takes the
+bytes a transport read; the frames that make up nearly all traffic (a
+request for a sync handler, by index; a response) are handled in one tight
+loop, and the first frame that needs anything else and every frame after it
+go to ``_received(frames, error)``, in order.
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import Any, List, Optional
+import threading
+from time import monotonic as _monotonic
+from typing import Any, Callable, List, Optional, Tuple
 
-from ..wire import constants as W
 from ..errors import DeadlineExceeded, EncodeError, FrameError, FrameTooLarge, NotProcessed, Unavailable
+from ..wire import constants as W
 
-__all__ = ["CallSlot", "ClientCore", "ServerCore", "SyncCore"]
+__all__ = [
+    "AsyncClientCore",
+    "CallSlot",
+    "ClientSessionCore",
+    "ServerSessionCore",
+    "SessionCore",
+    "SyncClientCore",
+    "free_request_id",
+    "inline_call",
+    "run_inline",
+]
 
 _REQUEST = int(W.MsgType.REQUEST)
 _RESPONSE = int(W.MsgType.RESPONSE)
-# Requests with these flags take the glue's path (name lookup, kwargs).
+# Requests with these flags take the Python path (name lookup, kwargs).
 _SLOW_FLAGS = W.FLAG_METHOD_NAME | W.FLAG_KWARGS
 # Answers buffered past this are written before the next request is handled
-# (server.py's _FLUSH_AT, same value).
+# (server/connection.py's FLUSH_AT, same value).
 _FLUSH_AT = 256 * 1024
 
+# The sync handler running inline on this thread, for current_call() (see
+# _cores.pyx, which keeps the same in C thread-local variables).
+_inline = threading.local()
+_inline.frame = None
 
-def _free_id(last: int, in_flight: dict) -> int:
-    # The request id after ``last`` (1..2**32-1, wrapping) not in flight.
+
+def inline_call() -> Optional[Tuple[Any, Any, float]]:
+    """``(frame, connection, arrival)`` of the sync handler running inline on
+    this thread, or None.  ``arrival`` is the ``time.monotonic()`` of the
+    call's arrival when it has a deadline, else 0.0."""
+    frame = getattr(_inline, "frame", None)
+    if frame is None:
+        return None
+    return frame, _inline.conn, _inline.arrival
+
+
+def run_inline(fn: Callable[..., Any], args: Any, kwargs: Any, frame: Any, conn: Any) -> Any:
+    """Run a sync handler the Python path dispatches as :func:`inline_call`
+    reports it: ``fn(*args, **kwargs)`` with ``frame``/``conn`` current."""
+    tls = _inline
+    prev = (getattr(tls, "frame", None), getattr(tls, "conn", None), getattr(tls, "arrival", 0.0))
+    tls.frame = frame
+    tls.conn = conn
+    tls.arrival = _monotonic() if frame.deadline is not None else 0.0
+    try:
+        if kwargs:
+            return fn(*args, **kwargs)
+        return fn(*args)
+    finally:
+        tls.frame, tls.conn, tls.arrival = prev
+
+
+def free_request_id(last: int, in_flight: dict) -> int:
+    """The request id after ``last`` (1..2**32-1, wrapping) not in
+    ``in_flight``: ids go up, so GOAWAY's ``last`` can tell which calls were
+    sent after it (docs/protocol.md §3.1)."""
     rid = last + 1
     while rid > 0xFFFFFFFF or rid in in_flight:
         rid = 1 if rid > 0xFFFFFFFF else rid + 1
     return rid
 
 
-class ConnectionCore:
-    """What both ends of a connection do with a read (an
-    ``asyncio.BufferedProtocol``): the transport reads into the parser's
-    memory, and the frames go to ``_dispatch``; a read that breaks the
-    protocol goes, with the frames before the break, to the subclass's
-    ``_received(frames, error)``."""
+_free_id = free_request_id
+
+
+class SessionCore:
+    """Bytes in, for either end of a connection: ``get_buffer`` and
+    ``buffer_updated`` (the asyncio ``BufferedProtocol`` calls, also used by
+    the blocking client after ``recv_into``) or ``data_received``; the
+    frames go to ``_dispatch``, and a read that breaks the protocol goes,
+    with the frames before the break, to ``_received(frames, error)``."""
 
     def get_buffer(self, sizehint: int) -> Any:
         return self._parser.get_buffer(sizehint)
 
     def buffer_updated(self, nbytes: int) -> None:
         if self._track_seen:
-            self._last_seen = self._loop.time()
+            self._last_seen = self._clock()
             self._ping_sent = False
         try:
             frames = self._parser.buffer_updated(nbytes)
@@ -60,9 +108,8 @@ class ConnectionCore:
             self._dispatch(frames)
 
     def data_received(self, data: bytes) -> None:
-        # For transports that do not support BufferedProtocol.
         if self._track_seen:
-            self._last_seen = self._loop.time()
+            self._last_seen = self._clock()
             self._ping_sent = False
         try:
             frames = self._parser.feed(data)
@@ -75,13 +122,21 @@ class ConnectionCore:
         self._received(frames, None)
 
 
-class ServerCore(ConnectionCore):
-    """The per-call path of the server end of a connection.
+class ClientSessionCore(SessionCore):
+    """The state of the client end of a connection (rules: session.py)."""
 
-    Subclasses set the attributes declared in ``_protocol.pxd`` and provide
-    ``_received(frames, error)`` (the whole of a read the core does not
-    handle), ``_process(frames, i, error)`` (the rest of a read, from frame
-    ``i``), ``_write_exception``, ``_write_result`` and ``_flush``.
+
+class ServerSessionCore(SessionCore):
+    """The server end of a connection: requests for sync handlers, by
+    index, run inline as they are read, and their answers leave in one
+    write per read.
+
+    The session rules (``session.ServerSession``) and the server's
+    connection provide the Python side: ``_received(frames, error)`` (the
+    whole of a read the core does not handle), ``_process(frames, i,
+    error)`` (the rest of a read, from frame ``i``), ``_write_exception``,
+    ``_write_result`` and ``_flush``.  Without a transport (sans IO) the
+    answers stay in the writer.
     """
 
     _inline: Optional[List[Any]] = None
@@ -93,9 +148,11 @@ class ServerCore(ConnectionCore):
             return
         calls = self._calls
         w = self._writer
+        tls = _inline
         ninline = len(inline)
         i = 0
         n = len(frames)
+        tls.conn = self
         while i < n:
             f = frames[i]
             if f.type != _REQUEST or f.error is not None or f.flags & _SLOW_FLAGS:
@@ -105,18 +162,25 @@ class ServerCore(ConnectionCore):
                 break
             fn = inline[idx]
             args = f.value
-            if fn is None or type(args) is not list or (f.deadline is not None and f.deadline == 0):
+            if fn is None or type(args) is not list:
                 break
+            if f.deadline is not None:
+                if f.deadline == 0:
+                    break
+                tls.arrival = _monotonic()
             rid = f.request_id
             if calls and rid in calls:
-                break  # protocol error, reported by the glue
+                break  # protocol error, reported by the Python path
             i += 1
             self._last_call = rid
+            tls.frame = f
             try:
                 result = fn(*args)
             except Exception as exc:  # noqa: BLE001 - becomes an error status
+                tls.frame = None
                 self._write_exception(rid, self._methods[idx], exc, args, None)
             else:
+                tls.frame = None
                 try:
                     w.write_response(rid, result)
                 except (FrameTooLarge, EncodeError, OverflowError):
@@ -128,7 +192,9 @@ class ServerCore(ConnectionCore):
                 if self._read_paused:
                     if i < n:
                         self._backlog = frames[i:]
+                    tls.conn = None
                     return
+        tls.conn = None
         if i < n:
             self._process(frames, i, None)
         elif self._transport is not None:
@@ -140,14 +206,13 @@ class ServerCore(ConnectionCore):
                     self._transport.write(data)
 
 
-class ClientCore(ConnectionCore):
-    """The per-call path of the client end of a connection.
+class AsyncClientCore(ClientSessionCore):
+    """The per-call path of the asyncio client end of a connection.
 
-    Subclasses set the attributes declared in ``_protocol.pxd`` and provide
-    ``_received(frames, error)``, which handles every frame the core does
-    not (errors, control frames, protocol errors), and
-    ``_expire``, ``_cancel_call``, ``_schedule_flush`` and ``drain`` for
-    :meth:`call`.
+    The session rules and the asyncio driver provide ``_received(frames,
+    error)``, which handles every frame the core does not (errors, control
+    frames, protocol errors), and ``_expire``, ``_cancel_call``,
+    ``_schedule_flush`` and ``drain`` for :meth:`call`.
     """
 
     async def call(
@@ -242,14 +307,14 @@ class ClientCore(ConnectionCore):
 
 class CallSlot:
     """One call in flight on a blocking-socket connection: its answer (or
-    error) once ``done``, and the ``concurrent.futures.Future`` of a
+    error) once ``finished``, and the ``concurrent.futures.Future`` of a
     ``go()`` call (with ``resend``: what sends it again if the server never
     reads it)."""
 
-    __slots__ = ("done", "value", "error", "future", "deadline", "method", "resend")
+    __slots__ = ("finished", "value", "error", "future", "deadline", "method", "resend")
 
     def __init__(self, method: Any, future: Any, deadline: Any) -> None:
-        self.done = False
+        self.finished = False
         self.value: Any = None
         self.error: Optional[BaseException] = None
         self.future = future
@@ -258,15 +323,14 @@ class CallSlot:
         self.resend: Any = None
 
 
-class SyncCore:
-    """The per-call path of the blocking-socket client (base of
-    ``client._SyncConnection``).
+class SyncClientCore(ClientSessionCore):
+    """The per-call path of the blocking-socket client.
 
     :meth:`call_plain` makes a call with no deadline, kwargs or metadata
     when no other thread is reading the socket: it sends, then reads until
     its answer is in, completing any other thread's answers on the way
-    through the Python side (``_handle_frames``).  Anything else takes the
-    general path (``_call``: ``send_request`` + ``wait``).
+    through the session rules (``_received``).  Anything else takes the
+    general path (``_call``).
     """
 
     def call_plain(self, method: str, args: Any) -> Any:
@@ -279,12 +343,12 @@ class SyncCore:
             with self.send_lock:
                 if not self.alive:
                     raise Unavailable(self.lost_reason or "connection is closed")
-                pending = self.pending
-                rid = self.next_id + 1
+                pending = self._pending
+                rid = self._next_id + 1
                 if rid > 0xFFFFFFFF or rid in pending:
-                    rid = _free_id(self.next_id, pending)  # wrapped, or in flight still
-                self.next_id = rid
-                writer = self.writer
+                    rid = _free_id(self._next_id, pending)  # wrapped, or in flight still
+                self._next_id = rid
+                writer = self._writer
                 writer.write_request(rid, self.methods.get(method, method), args)
                 try:
                     try:
@@ -296,7 +360,7 @@ class SyncCore:
                         # After the send, off the path the answer waits on:
                         # this thread holds recv_lock, so nobody reads the
                         # answer before the slot is in.
-                        slot.done = False
+                        slot.finished = False
                         slot.value = None
                         slot.error = None
                         slot.method = method
@@ -304,7 +368,7 @@ class SyncCore:
                 except OSError as exc:
                     self.broken(f"connection lost while sending: {exc}")
             try:
-                while not slot.done:
+                while not slot.finished:
                     self._read_plain()
                 # Taken while recv_lock is held: the next plain call resets
                 # the slot as soon as it is released.
@@ -313,26 +377,21 @@ class SyncCore:
             except BaseException:
                 # Interrupted: this slot is reused, so no later answer may
                 # find it under this id.
-                if self.pending.get(rid) is slot:
-                    del self.pending[rid]
+                if self._pending.get(rid) is slot:
+                    del self._pending[rid]
                 raise
         finally:
             self.recv_lock.release()
             if self.waiters:
                 self._wake()
-        if self.retiring and not self.pending:
+        if self.retiring and not self._pending:
             self.close()  # replaced after GOAWAY, and now idle
         if error is not None:
             raise error
         return value
 
-    def _next_request_id(self) -> int:
-        """A request id not in flight (the caller holds send_lock)."""
-        self.next_id = _free_id(self.next_id, self.pending)
-        return self.next_id
-
     def _read_plain(self) -> None:
-        parser = self.parser
+        parser = self._parser
         buf = parser.get_buffer(-1)
         try:
             got = self.sock.recv_into(buf)
@@ -340,7 +399,7 @@ class SyncCore:
             self.broken(f"connection lost: {exc}")
             return
         if not got:
-            self.broken("connection closed by server")
+            self.broken("connection closed by the server")
             return
         error = None
         try:
@@ -348,7 +407,7 @@ class SyncCore:
         except FrameError as exc:
             frames = exc.frames
             error = exc
-        pending = self.pending
+        pending = self._pending
         slot = self._plain_slot
         i = 0
         n = len(frames)
@@ -358,7 +417,7 @@ class SyncCore:
                 break
             del pending[f.request_id]
             slot.value = f.value
-            slot.done = True
+            slot.finished = True
             i += 1
         if i < n or error is not None:
-            self._handle_frames(frames[i:] if i else frames, error, False)
+            self._received(frames[i:] if i else frames, error)

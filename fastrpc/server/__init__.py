@@ -1,6 +1,8 @@
-"""The fastrpc server: registration, the dispatch table and the server end of
-each connection."""
+"""The fastrpc server: registration and the dispatch table (``dispatch.py``),
+listening and shutdown (``server.py``), and the server end of each
+connection (``connection.py``, the asyncio driver of a server session)."""
 
-from ._server import Server, blocking
+from .dispatch import blocking
+from .server import Server
 
 __all__ = ["Server", "blocking"]

@@ -304,7 +304,7 @@ def test_responses_of_one_batch_leave_in_one_write(run):
     async def main():
         server, address = await _serve(Arith())
         writes = []
-        orig = fastrpc.server._server.ServerConnection.connection_made
+        orig = fastrpc.server.connection.ServerConnection.connection_made
 
         def spy(self, transport):
             real_write = transport.write
@@ -320,7 +320,7 @@ def test_responses_of_one_batch_leave_in_one_write(run):
             orig(self, transport)
             self._transport = Spy()
 
-        fastrpc.server._server.ServerConnection.connection_made = spy
+        fastrpc.server.connection.ServerConnection.connection_made = spy
         try:
             w = fastrpc.FrameWriter()
             w.write_preface()
@@ -340,7 +340,7 @@ def test_responses_of_one_batch_leave_in_one_write(run):
             # handshake answer and all 50 responses leave in a single write.
             assert len(writes) == 1, writes
         finally:
-            fastrpc.server._server.ServerConnection.connection_made = orig
+            fastrpc.server.connection.ServerConnection.connection_made = orig
             await server.shutdown()
 
     run(main())

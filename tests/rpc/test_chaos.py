@@ -141,8 +141,8 @@ def test_cut_mid_frame(run, direction):
                 values, results = await _calls(c, 60, timeout=5)
                 _check(values, results, allow=TYPED)
                 # after a cut every call in flight has ended, none hangs
-                if c._protocol is not None:
-                    assert c._protocol.in_flight <= 60
+                if c.endpoint.connection is not None:
+                    assert c.endpoint.connection.in_flight <= 60
             getattr(proxy, direction).cut_after = None
             await asyncio.sleep(0.05)
             for _ in range(50):

@@ -82,7 +82,7 @@ def test_client_deadline_fires_when_server_never_answers(run):
                 req = [f for f in seen if f.type == MsgType.REQUEST][0]
                 assert req.deadline == 200_000
                 assert (MsgType.CANCEL, req.request_id) in kinds
-                assert c._protocol.in_flight == 0
+                assert c.endpoint.connection.in_flight == 0
 
             def sync_side():
                 with fastrpc.Client(address) as sc:
@@ -180,7 +180,7 @@ def test_cancelling_the_caller_cancels_the_server_handler(run):
                 with pytest.raises(asyncio.CancelledError):
                     await task
                 await asyncio.wait_for(slow.cancelled.wait(), 5)
-                assert c._protocol.in_flight == 0
+                assert c.endpoint.connection.in_flight == 0
                 assert await c.call("Slow.quick") == "quick"
                 conn = next(iter(server._connections))
                 assert conn.in_flight == 0

@@ -44,7 +44,7 @@ def test_client_disconnecting_mid_call_does_not_disturb_the_server(run):
                 calls = [asyncio.ensure_future(leaver.call("Tracked.hang")) for _ in range(10)]
                 while tracked.started < 10 * (_ + 1):
                     await asyncio.sleep(0.01)
-                leaver._protocol._transport.abort()  # vanish without a goodbye
+                leaver.endpoint.connection._transport.abort()  # vanish without a goodbye
                 results = await asyncio.gather(*calls, return_exceptions=True)
                 assert all(isinstance(r, fastrpc.Unavailable) for r in results)
                 assert await steady.call("Tracked.ok") == "ok"
@@ -129,9 +129,9 @@ def test_pool_spreads_calls_and_replaces_broken_connections(run, server_process)
         used = set()
         for i in range(40):
             assert await pool.call("Arith.multiply", i, 2) == 2 * i
-        for c in pool._clients:
-            assert c._protocol._next_id == 10  # round robin: 40 calls over 4 connections
-            used.add(id(c._protocol))
+        for ep in pool.endpoints:
+            assert ep.connection._next_id == 10  # round robin: 40 calls over 4 connections
+            used.add(id(ep.connection))
         assert len(used) == 4
         sp1.kill()
         for _ in range(200):

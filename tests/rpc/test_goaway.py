@@ -18,7 +18,7 @@ import pytest
 import fastrpc
 from fastrpc import MsgType
 from fastrpc.errors import DeadlineExceeded, NotProcessed, Unavailable
-from fastrpc.transport.aio import sent_after
+from fastrpc.core.session import sent_after
 
 from rpc_support import Arith, hostport
 
@@ -134,9 +134,9 @@ def test_sync_client_resends_a_call_the_idle_server_never_read(run):
             # read since, and comes back NotProcessed; it is sent again.
             conn = c._conn
             time.sleep(0.6)
-            assert conn.alive and not conn.goaway  # nothing read yet
+            assert conn.alive and not conn.peer_goaway  # nothing read yet
             result = c.call(*call, **options)
-            assert conn.goaway and conn.goaway_last == 1 and not conn.alive
+            assert conn.peer_goaway and conn._goaway_last == 1 and not conn.alive
             assert c._conn is not conn
             return result
 
@@ -497,7 +497,7 @@ def test_sync_calls_in_flight_survive_the_switch_to_a_new_connection(run):
             first = loop.run_in_executor(None, client.call, "Arith.multiply", 2, 3)
             conn0, f = await policy.held()
             conn0.goaway(UNAVAILABLE, "going away", f.request_id)
-            await _until(lambda: client._conn.goaway)  # the reading thread saw it
+            await _until(lambda: client._conn.peer_goaway)  # the reading thread saw it
             assert await loop.run_in_executor(None, client.call, "Arith.multiply", 4, 5) == 20
             assert srv.connections == 2 and not conn0.closed and not conn0_closed.is_set()
             conn0.answer(f)  # the accepted call is answered after all
@@ -511,7 +511,7 @@ def test_sync_calls_in_flight_survive_the_switch_to_a_new_connection(run):
     run(main())
 
 
-def test_async_calls_in_flight_survive_the_switch_and_close_closes_the_old_connection(run):
+def test_async_calls_in_flight_survive_the_switch_and_the_old_connection_closes_once_idle(run):
     async def main():
         policy = HoldFirst()
         closed = {0: asyncio.Event(), 1: asyncio.Event(), 2: asyncio.Event()}
@@ -523,18 +523,41 @@ def test_async_calls_in_flight_survive_the_switch_and_close_closes_the_old_conne
             first = asyncio.ensure_future(client.call("Arith.multiply", 2, 3))
             conn0, f = await policy.held()
             conn0.goaway(UNAVAILABLE, "going away", f.request_id)
-            await _until(lambda: client._protocol.peer_goaway)
+            await _until(lambda: client.endpoint.state is fastrpc.EndpointState.DRAINING)
             assert await client.call("Arith.multiply", 4, 5) == 20  # on connection 1
+            assert not closed[0].is_set()  # replaced with a call in flight: left open
             conn0.answer(f)
             assert await asyncio.wait_for(first, 5) == 6
-            assert not closed[0].is_set()  # replaced with a call in flight: left open
+            await asyncio.wait_for(closed[0].wait(), 5)  # closed once its last call was answered
             # connection 1 says GOAWAY with nothing in flight: replaced and closed at once
             srv.live[1].goaway(UNAVAILABLE, "going away", 0)
-            await _until(lambda: client._protocol.peer_goaway)
+            await _until(lambda: not client.connected)
             assert await client.call("Arith.multiply", 6, 7) == 42  # on connection 2
             await asyncio.wait_for(closed[1].wait(), 5)
+        finally:
             await client.close()
-            await asyncio.wait_for(closed[0].wait(), 5)  # the retired one, by close()
+            await srv.stop()
+
+    run(main())
+
+
+def test_async_close_closes_a_draining_connection_with_calls_in_flight(run):
+    async def main():
+        policy = HoldFirst()
+        closed = {0: asyncio.Event(), 1: asyncio.Event()}
+        srv = ScriptedServer(policy)
+        srv.on_close = lambda conn: closed[conn.number].set()
+        address = await srv.start()
+        client = await fastrpc.connect(address)
+        try:
+            first = asyncio.ensure_future(client.call("Arith.multiply", 2, 3))
+            conn0, f = await policy.held()
+            conn0.goaway(UNAVAILABLE, "going away", f.request_id)
+            await _until(lambda: client.endpoint.state is fastrpc.EndpointState.DRAINING)
+            await client.close()
+            await asyncio.wait_for(closed[0].wait(), 5)  # the draining one, by close()
+            with pytest.raises(fastrpc.Unavailable):
+                await first
         finally:
             await client.close()
             await srv.stop()

@@ -186,7 +186,7 @@ def test_idle_timeout_closes_quiet_connections_and_client_reconnects(run):
         address = await server.start("tcp://127.0.0.1:0")
         try:
             c = await fastrpc.connect(address)
-            first = c._protocol
+            first = c.endpoint.connection
             # a call running longer than the idle timeout is not cut off
             assert await c.call("Arith.multiply", 7, 8) == 56
             for _ in range(100):
@@ -199,7 +199,7 @@ def test_idle_timeout_closes_quiet_connections_and_client_reconnects(run):
             # server's close and the client reading it is resent:
             # test_goaway.py.)
             assert await c.call("Arith.multiply", 6, 7) == 42
-            assert c._protocol is not first
+            assert c.endpoint.connection is not first
             await c.close()
         finally:
             await server.shutdown()

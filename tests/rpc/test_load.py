@@ -36,7 +36,7 @@ def test_100k_calls_random_concurrency_all_matched(run):
                     results = await asyncio.gather(*calls)
                     assert results == [[n, s] for n, s in keys]
                     done += batch
-                assert client._protocol.in_flight == 0
+                assert client.endpoint.connection.in_flight == 0
         finally:
             await server.shutdown()
 
@@ -68,7 +68,7 @@ def test_sync_client_many_threads_all_matched(run):
                 for t in threads:
                     t.join(60)
                 assert not any(t.is_alive() for t in threads)
-                assert client._conn.pending == {}
+                assert client._conn._pending == {}
 
         try:
             await asyncio.get_running_loop().run_in_executor(None, sync_side)

@@ -1,4 +1,4 @@
-"""The connection cores (``_protocol.pyx`` and its twin ``_protocol_py.py``).
+"""The connection cores (``core/_cores.pyx`` and its twin ``core/_cores_py.py``).
 
 Each test drives a real ``ServerConnection`` / ``ClientProtocol`` through a
 fake transport, once on the compiled core and once on the pure one (the
@@ -14,8 +14,10 @@ from typing import Any, List
 import pytest
 
 from fastrpc.wire import constants as W
-from fastrpc.transport import aio as P
-from fastrpc.server import _server as S
+from fastrpc.client._aio import ClientProtocol
+from fastrpc.client.options import ClientOptions
+from fastrpc.server import server as S
+from fastrpc.server.connection import ServerConnection
 from fastrpc._impl import FrameParser, FrameWriter
 from fastrpc.errors import StatusCode
 
@@ -94,7 +96,7 @@ class ServerHarness:
         self.server.register(self.service, "S")
         self.server._freeze()
         self.server._loop = asyncio.get_running_loop()
-        cls = _with_core(S.ServerConnection, impl.protocol.ServerCore)
+        cls = _with_core(ServerConnection, impl.cores.ServerSessionCore)
         self.conn = cls(self.server)
         self.transport = FakeTransport()
         self.conn.connection_made(self.transport)
@@ -317,8 +319,8 @@ def test_last_seen_is_read_only_when_a_timer_needs_it(impl, tracked):
 class ClientHarness:
     def __init__(self, impl: Any, **options: Any) -> None:
         loop = asyncio.get_running_loop()
-        cls = _with_core(P.ClientProtocol, impl.protocol.ClientCore)
-        self.proto = cls(loop, **options)
+        cls = _with_core(ClientProtocol, impl.cores.AsyncClientCore)
+        self.proto = cls(loop, ClientOptions(**options))
         self.transport = FakeTransport()
         self.proto.connection_made(self.transport)
         self.writer = FrameWriter()
@@ -401,12 +403,13 @@ def live_server():
 
 
 def _sync_client(impl: Any, address: str) -> Any:
-    from fastrpc.client import _client as C
+    from fastrpc.client._sync import SyncConnection
+    from fastrpc.client.sync_client import Client
     from fastrpc.transport.address import parse_address
 
-    cls = _with_core(C._SyncConnection, impl.protocol.SyncCore)
-    client = C.Client(address, lazy=True)
-    client._conn = cls(parse_address(address), 5.0, W.DEFAULT_MAX_FRAME_SIZE)
+    cls = _with_core(SyncConnection, impl.cores.SyncClientCore)
+    client = Client(address, lazy=True)
+    client._conn = cls(parse_address(address), ClientOptions(connect_timeout=5.0))
     return client
 
 
@@ -435,7 +438,7 @@ def test_sync_plain_calls_from_many_threads(impl, live_server):
         finally:
             sys.setswitchinterval(old)
         assert all(all(r) for r in results)
-        assert client._conn.pending == {}
+        assert client._conn._pending == {}
     finally:
         client.close()
 
@@ -503,7 +506,7 @@ def test_sync_send_failure_fails_the_call_at_once(impl, live_server):
 
     try:
         assert _in_thread(call)  # not a hang waiting for an answer
-        assert not conn.alive and conn.pending == {} and not conn.recv_lock.locked()
+        assert not conn.alive and conn._pending == {} and not conn.recv_lock.locked()
         assert client.call("S.add", 2, 1) == 3  # a new connection
     finally:
         conn.sock = real
@@ -527,7 +530,7 @@ def test_sync_interrupted_read_leaves_no_stale_slot(impl, live_server):
     try:
         with pytest.raises(KeyboardInterrupt):
             client.call("S.add", 1, 1)
-        assert conn.pending == {}
+        assert conn._pending == {}
         assert not conn.recv_lock.locked()
         # The interrupted call's answer arrives first and must be dropped,
         # not handed to the next call.

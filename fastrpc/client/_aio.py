@@ -1,0 +1,200 @@
+"""The asyncio driver of a client session: one connection, many calls in
+flight, matched by id.
+
+:class:`ClientProtocol` is the :class:`~fastrpc.core.session.ClientSession`
+on the :class:`AsyncClientCore` (whose ``call()`` is the per-call path and
+whose reads resolve answered calls' futures themselves), moved by an
+asyncio transport.  It only does what needs the event loop: timers for
+deadlines and keepalive, flushing what the session writes, closing the
+transport when the session says the connection is over.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, Awaitable, Callable, List, Optional
+
+from .._impl import AsyncClientCore
+from ..core.session import (
+    KEEPALIVE_DEAD,
+    KEEPALIVE_PING,
+    ClientSession,
+    ConnectionFailed,
+    GoAwayReceived,
+    HandshakeReceived,
+    ProtocolViolation,
+)
+from ..errors import DeadlineExceeded, Unavailable
+from ..transport.aio import BaseProtocol
+from .options import ClientOptions
+
+__all__ = ["ClientProtocol"]
+
+
+class ClientProtocol(AsyncClientCore, ClientSession, BaseProtocol):  # type: ignore[misc]
+    """The client end of one asyncio connection.
+
+    Parameters:
+        loop: the event loop.
+        options: the client's options (frame size, keepalive).
+        on_change: called with this protocol whenever it stops taking new
+            calls (the server said GOAWAY, the connection is closing or
+            lost): whoever hands out connections stops handing out this one.
+        resend: ``await resend(method, args, kwargs, timeout, metadata)``
+            sends a call once more elsewhere: used for a call the server
+            said (GOAWAY) it never read.  None: such a call fails with
+            :class:`~fastrpc.NotProcessed`.
+    """
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        options: ClientOptions,
+        *,
+        on_change: Optional[Callable[["ClientProtocol"], None]] = None,
+        resend: Optional[Callable[..., Awaitable[Any]]] = None,
+    ) -> None:
+        ClientSession.__init__(
+            self,
+            max_frame_size=options.max_frame_size,
+            keepalive_interval=options.keepalive_interval,
+            keepalive_timeout=options.keepalive_timeout,
+            clock=loop.time,
+        )
+        self._init_transport(loop)
+        self._resend = resend
+        self._on_change = on_change
+        self._keepalive_timer: Optional[asyncio.TimerHandle] = None
+        #: resolves with the server's handshake map (or fails: wrong
+        #: protocol, refused, lost before it came)
+        self.handshake: asyncio.Future = loop.create_future()
+
+    @property
+    def usable(self) -> bool:
+        """True while new calls may be sent on this connection."""
+        return self._transport is not None and not self._closing and not self.peer_goaway
+
+    def _changed(self) -> None:
+        if self._on_change is not None:
+            self._on_change(self)
+
+    # -- asyncio callbacks ------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        BaseProtocol.connection_made(self, transport)
+        self.initiate()
+        self._flush()
+        self._last_seen = self._loop.time()
+        if self._keepalive_interval is not None:
+            self._keepalive_timer = self._loop.call_later(self._keepalive_interval / 2, self._on_keepalive)
+
+    def _received(self, frames: List[Any], error: Optional[BaseException]) -> None:
+        events = self.handle_frames(frames, error)
+        if self.write_outbox():
+            self._schedule_flush()
+        for ev in events:
+            if isinstance(ev, HandshakeReceived):
+                if not self.handshake.done():
+                    self.handshake.set_result(ev.info)
+            elif isinstance(ev, GoAwayReceived):
+                # New calls go elsewhere from now on; the calls in flight
+                # still complete.
+                self._changed()
+            elif isinstance(ev, (ProtocolViolation, ConnectionFailed)):
+                if not self.handshake.done():
+                    self.handshake.set_exception(ev.error)
+                self.close()
+
+    def connection_lost(self, exc: Optional[BaseException]) -> None:
+        BaseProtocol.connection_lost(self, exc)
+        if self._keepalive_timer is not None:
+            self._keepalive_timer.cancel()
+            self._keepalive_timer = None
+        self.lost(f"connection lost: {exc}" if exc else "connection closed by the server")
+        if not self.handshake.done():
+            self.handshake.set_exception(Unavailable(self.lost_reason))
+            self.handshake.exception()  # mark retrieved: nobody may be waiting
+        self._changed()
+
+    def _on_keepalive(self) -> None:
+        self._keepalive_timer = None
+        if self._transport is None:
+            return
+        action = self.keepalive_check(self._loop.time())
+        if action == KEEPALIVE_DEAD:
+            # Half-open (the server vanished without a FIN, or hangs): fail
+            # every call in flight now instead of letting them hang.
+            self.abort()
+            return
+        if action == KEEPALIVE_PING and self.write_outbox():
+            self._schedule_flush()
+        self._keepalive_timer = self._loop.call_later(self._keepalive_interval / 2, self._on_keepalive)
+
+    # -- what the core's call() needs ------------------------------------------------
+
+    def _cancel_call(self, rid: int, fut: asyncio.Future) -> None:
+        if self.cancel_call(rid, fut) and self._transport is not None:
+            self.write_outbox()
+            self._schedule_flush()
+
+    def _expire(self, rid: int, fut: asyncio.Future, method: str, timeout: float) -> None:
+        if self.expire_call(rid, fut, f"{method} did not complete within {timeout}s") and self._transport is not None:
+            self.write_outbox()
+            self._schedule_flush()
+
+    # -- the rest of the client API --------------------------------------------------
+
+    def notify(self, method: str, args: Any, kwargs: Optional[dict] = None, metadata: Optional[dict] = None) -> None:
+        """Send a one-way call (no answer, no error report)."""
+        if not self.usable:
+            raise Unavailable(self.lost_reason or "connection is closed")
+        self.write_notify(method, args, kwargs, metadata)
+        self._schedule_flush()
+
+    async def ping(self, timeout: Optional[float] = None) -> float:
+        """Round trip a PING; return the seconds it took."""
+        if self._transport is None or self._closing:
+            raise Unavailable(self.lost_reason or "connection is closed")
+        waiter = self._loop.create_future()
+        seq = self.start_ping(waiter)
+        self.write_outbox()
+        self._schedule_flush()
+        start = self._loop.time()
+        try:
+            if timeout is None:
+                await waiter
+            else:
+                await asyncio.wait_for(waiter, timeout)
+        except asyncio.TimeoutError:
+            raise DeadlineExceeded(f"no pong within {timeout}s") from None
+        finally:
+            self.forget_ping(seq)
+        return self._loop.time() - start
+
+    def close_when_idle(self) -> None:
+        """Close once every call in flight is answered (now if none is)."""
+        if not self._pending:
+            self.close()
+            return
+
+        def answered(_: Any) -> None:
+            if not self._pending:
+                self.close()
+
+        for fut in list(self._pending.values()):
+            fut.add_done_callback(answered)
+
+    def close(self) -> None:
+        """Say goodbye (GOAWAY) and close; calls in flight fail with
+        UNAVAILABLE ("client closed") unless answered first."""
+        if self._transport is not None and not self._closing:
+            self.goodbye()
+            self.write_outbox()
+            BaseProtocol.close(self)
+            self._changed()
+
+    def abort(self) -> None:
+        """Drop the connection at once."""
+        if self._transport is not None:
+            BaseProtocol.abort(self)
+            self._changed()

@@ -1,0 +1,129 @@
+"""The asyncio client: one server address, many calls in flight on one
+connection, reconnection with backoff.  It is a client over one
+:class:`~fastrpc.client.endpoint.Endpoint`."""
+
+from __future__ import annotations
+
+from typing import Any, List, Optional
+
+from ..transport.address import Address
+from .endpoint import Endpoint
+from .options import ClientOptions
+from .proxy import UNSET, Proxy
+
+__all__ = ["AsyncClient", "connect"]
+
+
+class AsyncClient:
+    """An asyncio client for one server address.
+
+    Usage::
+
+        async with fastrpc.AsyncClient("127.0.0.1:1234") as client:
+            print(await client.call("Arith.multiply", 7, 8))
+
+    Parameters:
+        address: ``host:port``, ``tcp://host:port`` or ``unix:/path``.
+        options: a :class:`ClientOptions`; or give its fields as keyword
+            arguments (``timeout``, ``connect_timeout``, ``max_frame_size``,
+            ``backoff``, ``keepalive_interval``, ``keepalive_timeout``).
+    """
+
+    def __init__(self, address: Any, *, options: Optional[ClientOptions] = None, **settings: Any) -> None:
+        self.options = ClientOptions.build(options, settings)
+        # The user's Backoff object itself (not a copy): one endpoint.
+        self._endpoint = Endpoint(address, self.options, backoff=self.options.backoff)
+
+    @property
+    def address(self) -> Address:
+        """The server's address."""
+        return self._endpoint.address
+
+    @property
+    def timeout(self) -> Optional[float]:
+        """The default per-call timeout."""
+        return self.options.timeout
+
+    @property
+    def endpoint(self) -> Endpoint:
+        """The endpoint this client calls (its state, its connection)."""
+        return self._endpoint
+
+    @property
+    def connected(self) -> bool:
+        """True while a usable connection is open."""
+        return self._endpoint.connection is not None
+
+    @property
+    def methods(self) -> List[str]:
+        """The server's method table (from the last handshake)."""
+        return self._endpoint.methods
+
+    async def connect(self) -> "AsyncClient":
+        """Connect now (calls also connect on demand); returns ``self``."""
+        await self._endpoint.connect()
+        return self
+
+    async def wait_lost(self) -> None:
+        """Return once the current connection is lost (or said GOAWAY)."""
+        ep = self._endpoint
+        while ep.connection is not None:
+            await ep.wait_for_change()
+
+    async def close(self) -> None:
+        """Close the connection; calls in flight fail with UNAVAILABLE."""
+        await self._endpoint.close()
+
+    async def __aenter__(self) -> "AsyncClient":
+        await self._endpoint.connect()
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.close()
+
+    def __repr__(self) -> str:
+        return f"<AsyncClient {self._endpoint.address} {self._endpoint.state.value}>"
+
+    # -- calls ---------------------------------------------------------------------
+
+    def call(self, method: str, *args: Any, timeout: Optional[float] = UNSET, metadata: Optional[dict] = None, **kwargs: Any) -> Any:
+        """Call ``method`` (``"Service.method"``) and return an awaitable of
+        its result.
+
+        ``timeout`` (seconds) becomes a deadline the server also enforces;
+        when it passes the call raises :class:`DeadlineExceeded`.  Keyword
+        arguments other than ``timeout``/``metadata`` go to the handler.
+        Cancelling the awaiting task cancels the call on the server.
+        """
+        if timeout is UNSET:
+            timeout = self.options.timeout
+        p = self._endpoint.connection
+        if p is not None:
+            return p.call(method, args, kwargs or None, timeout, metadata)
+        return self._call_connecting(method, args, kwargs or None, timeout, metadata)
+
+    async def _call_connecting(self, method: str, args: Any, kwargs: Any, timeout: Optional[float], metadata: Any) -> Any:
+        p = await self._endpoint.connect()
+        return await p.call(method, args, kwargs, timeout, metadata)
+
+    async def notify(self, method: str, *args: Any, metadata: Optional[dict] = None, **kwargs: Any) -> None:
+        """Send a one-way call: no answer, errors are not reported."""
+        p = await self._endpoint.connect()
+        p.notify(method, args, kwargs or None, metadata)
+
+    async def ping(self, timeout: Optional[float] = None) -> float:
+        """Round-trip a PING frame; return the seconds it took."""
+        p = await self._endpoint.connect()
+        return await p.ping(timeout)
+
+    def proxy(self, service: str) -> Any:
+        """An object whose attributes call ``service``'s methods:
+        ``await client.proxy("Arith").multiply(7, 8)``."""
+        return Proxy(self, service)
+
+
+async def connect(address: Any, **options: Any) -> AsyncClient:
+    """Connect an :class:`AsyncClient` to ``address`` (options as for it)."""
+    client = AsyncClient(address, **options)
+    await client.connect()
+    return client

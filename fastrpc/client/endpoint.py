@@ -1,0 +1,302 @@
+"""Endpoints and pickers: the shape discovery and load balancing build on.
+
+An :class:`Endpoint` is one server address and its connection, with a
+state (gRPC's subchannel): it connects on demand or keeps itself connected
+in the background, with backoff, and tells its subscribers every time its
+state changes.  A :class:`Picker` chooses a ready endpoint for each call;
+whoever owns the endpoints (a :class:`~fastrpc.Pool`) builds a new picker
+from the ready ones whenever a state changes, so a pick never blocks and
+never looks at an endpoint that is not ready.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+from typing import Any, Awaitable, Callable, List, Optional, Sequence
+
+from ..errors import Unavailable
+from ..transport.address import Address, parse_address
+from ._aio import ClientProtocol
+from .options import Backoff, ClientOptions, Reconnect
+
+__all__ = ["Endpoint", "EndpointState", "Picker", "RoundRobinPicker"]
+
+
+class EndpointState(enum.Enum):
+    """Where an endpoint's connection is.
+
+    ``IDLE``: not connected, no attempt under way (a call connects it).
+    ``CONNECTING``: an attempt (connect plus handshake) is under way.
+    ``READY``: connected; takes calls.
+    ``DRAINING``: the server said GOAWAY: calls in flight finish, new calls
+    need a new connection.
+    ``FAILED``: the last attempt failed; the next may start after the
+    backoff (gRPC's TRANSIENT_FAILURE).
+    ``SHUTDOWN``: closed for good.
+    """
+
+    IDLE = "idle"
+    CONNECTING = "connecting"
+    READY = "ready"
+    DRAINING = "draining"
+    FAILED = "failed"
+    SHUTDOWN = "shutdown"
+
+
+Listener = Callable[["Endpoint"], None]
+
+
+class Endpoint:
+    """One server address, its connection and its state.
+
+    Usage::
+
+        ep = Endpoint("127.0.0.1:1234")
+        await ep.connect()
+        await ep.connection.call("Arith.multiply", [7, 8])
+        await ep.close()
+
+    Parameters:
+        address: ``host:port``, ``tcp://host:port`` or ``unix:/path``.
+        options: the client's options (:class:`ClientOptions`).
+        backoff: this endpoint's reconnection backoff (default: a fresh copy
+            of ``options.backoff``: each endpoint counts its own failures).
+        resend: where a call the server never read goes once more
+            (``await resend(method, args, kwargs, timeout, metadata)``);
+            default: this endpoint, on a new connection.
+    """
+
+    def __init__(
+        self,
+        address: Any,
+        options: Optional[ClientOptions] = None,
+        *,
+        backoff: Optional[Backoff] = None,
+        resend: Optional[Callable[..., Awaitable[Any]]] = None,
+    ) -> None:
+        self.address: Address = parse_address(address)
+        self.options = options if options is not None else ClientOptions()
+        self._reconnect = Reconnect(self.address, backoff if backoff is not None else self.options.backoff.fresh())
+        self._resend = resend if resend is not None else self._resend_here
+        self._state = EndpointState.IDLE
+        #: the connection new calls use: set exactly while READY
+        self.connection: Optional[ClientProtocol] = None
+        # replaced after GOAWAY, still answering calls in flight
+        self._retired: "set[ClientProtocol]" = set()
+        self._connecting: Optional[asyncio.Future] = None
+        self._listeners: List[Listener] = []
+        self._changed: Optional[asyncio.Event] = None
+        self._supervisor: Optional[asyncio.Task] = None
+
+    def __repr__(self) -> str:
+        return f"<Endpoint {self.address} {self._state.value}>"
+
+    # -- state --------------------------------------------------------------------------
+
+    @property
+    def state(self) -> EndpointState:
+        """The endpoint's :class:`EndpointState`."""
+        return self._state
+
+    @property
+    def last_error(self) -> Optional[BaseException]:
+        """Why the last connection attempt failed (None: it did not)."""
+        return self._reconnect.last_error
+
+    @property
+    def next_attempt(self) -> float:
+        """The loop time before which no new attempt starts (0: any time)."""
+        return self._reconnect.next_attempt
+
+    @property
+    def methods(self) -> List[str]:
+        """The server's method table, from the last handshake."""
+        p = self.connection
+        return list(p.methods) if p is not None else []
+
+    def subscribe(self, listener: Listener) -> Callable[[], None]:
+        """Call ``listener(endpoint)`` after every state change; returns a
+        function that unsubscribes it."""
+        self._listeners.append(listener)
+        return lambda: self._listeners.remove(listener) if listener in self._listeners else None
+
+    def _set_state(self, state: EndpointState) -> None:
+        if state is self._state:
+            return
+        self._state = state
+        if self._changed is not None:
+            self._changed.set()
+        for listener in list(self._listeners):
+            listener(self)
+
+    async def wait_for_change(self) -> EndpointState:
+        """Wait for the next state change; return the new state."""
+        if self._changed is None:
+            self._changed = asyncio.Event()
+        self._changed.clear()
+        await self._changed.wait()
+        return self._state
+
+    # -- connecting ----------------------------------------------------------------------
+
+    async def connect(self) -> ClientProtocol:
+        """Return the ready connection, connecting first if there is none
+        (one attempt at a time, shared by every caller).  During the backoff
+        after a failed attempt this raises :class:`Unavailable` at once."""
+        p = self.connection
+        if p is not None:
+            return p
+        if self._state is EndpointState.SHUTDOWN:
+            raise Unavailable("client is closed")
+        if self._connecting is None:
+            loop = asyncio.get_running_loop()
+            self._reconnect.check(loop.time())
+            self._connecting = loop.create_task(self._attempt(loop))
+        return await asyncio.shield(self._connecting)
+
+    async def _attempt(self, loop: asyncio.AbstractEventLoop) -> ClientProtocol:
+        addr = self.address
+        options = self.options
+        transport = None
+        self._set_state(EndpointState.CONNECTING)
+        try:
+
+            def factory() -> ClientProtocol:
+                return ClientProtocol(loop, options, on_change=self._on_change, resend=self._resend)
+
+            if addr.kind == "unix":
+                coro = loop.create_unix_connection(factory, addr.path)
+            else:
+                coro = loop.create_connection(factory, addr.host, addr.port)
+            transport, proto = await asyncio.wait_for(coro, options.connect_timeout)
+            await asyncio.wait_for(asyncio.shield(proto.handshake), options.connect_timeout)
+        except BaseException as exc:
+            if transport is not None:
+                transport.abort()
+            err = self._reconnect.failed(exc, loop.time())
+            if self._state is not EndpointState.SHUTDOWN:
+                self._set_state(EndpointState.FAILED)
+            if err is exc:
+                raise
+            raise err from exc
+        finally:
+            self._connecting = None
+        self._reconnect.succeeded()
+        if self._state is EndpointState.SHUTDOWN:  # closed while connecting
+            proto.close()
+            raise Unavailable("client is closed")
+        if not proto.usable:  # lost (or told GOAWAY) before we got here
+            self._set_state(EndpointState.IDLE)
+            raise Unavailable(f"cannot connect to {addr}: {proto.lost_reason or 'connection lost'}")
+        self.connection = proto
+        self._set_state(EndpointState.READY)
+        return proto
+
+    def _on_change(self, proto: ClientProtocol) -> None:
+        # A connection stopped taking new calls (GOAWAY, closing, lost).
+        if proto is self.connection:
+            if proto.usable:
+                return
+            self.connection = None
+            if proto.is_open:
+                # After GOAWAY: its calls in flight still get their answers;
+                # it closes once they are in (or with close()).
+                self._retired.add(proto)
+                proto.close_when_idle()
+            if self._state is not EndpointState.SHUTDOWN:
+                self._set_state(EndpointState.DRAINING if proto in self._retired else EndpointState.IDLE)
+        elif not proto.is_open and proto in self._retired:
+            self._retired.discard(proto)
+            if self._state is EndpointState.DRAINING and not self._retired:
+                self._set_state(EndpointState.IDLE)
+
+    async def _resend_here(self, method: str, args: Any, kwargs: Any, timeout: Optional[float], metadata: Any) -> Any:
+        # A call the server closed the connection without reading (GOAWAY
+        # named an earlier one as its last): it never ran, so it goes once
+        # more, on a new connection, and is not resent again.
+        p = await self.connect()
+        return await p.call(method, args, kwargs, timeout, metadata, False)
+
+    # -- keeping connected ---------------------------------------------------------------
+
+    def start(self) -> "asyncio.Future[bool]":
+        """Keep this endpoint connected in the background: connect now and
+        reconnect (after the backoff) whenever the connection is lost or
+        drains.  Returns a future of the first attempt's success."""
+        loop = asyncio.get_running_loop()
+        first: "asyncio.Future[bool]" = loop.create_future()
+        if self._supervisor is None and self._state is not EndpointState.SHUTDOWN:
+            self._supervisor = loop.create_task(self._supervise(first))
+        else:
+            first.set_result(self.connection is not None)
+        return first
+
+    async def _supervise(self, first: "asyncio.Future[bool]") -> None:
+        loop = asyncio.get_running_loop()
+        while self._state is not EndpointState.SHUTDOWN:
+            try:
+                await self.connect()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001 - retried after the backoff
+                if not first.done():
+                    first.set_result(False)
+                await asyncio.sleep(max(0.0, self._reconnect.next_attempt - loop.time()))
+                continue
+            if not first.done():
+                first.set_result(True)
+            while self.connection is not None:
+                await self.wait_for_change()
+
+    # -- the end -----------------------------------------------------------------------
+
+    async def close(self) -> None:
+        """Close for good: the connection (calls in flight fail with
+        UNAVAILABLE), connections still draining, the background task."""
+        self._set_state(EndpointState.SHUTDOWN)
+        p, self.connection = self.connection, None
+        if p is not None:
+            p.close()
+        for old in list(self._retired):
+            old.close()
+        self._retired.clear()
+        if self._connecting is not None:
+            self._connecting.cancel()
+        task, self._supervisor = self._supervisor, None
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+
+class Picker:
+    """Chooses the endpoint for each call, among ready ones.
+
+    A picker is built from the endpoints that are ready when it is made,
+    and replaced (not updated) when any endpoint's state changes, so
+    :meth:`pick` needs no locking and never waits.  Subclass it for other
+    policies; the constructor takes the ready endpoints.
+    """
+
+    def __init__(self, ready: Sequence[Endpoint]) -> None:
+        self.ready: List[Endpoint] = list(ready)
+
+    def pick(self, method: str) -> Optional[Endpoint]:
+        """The endpoint for a call of ``method`` (None: none is ready)."""
+        raise NotImplementedError
+
+
+class RoundRobinPicker(Picker):
+    """Each ready endpoint in turn."""
+
+    def __init__(self, ready: Sequence[Endpoint]) -> None:
+        super().__init__(ready)
+        self._next = 0
+
+    def pick(self, method: str) -> Optional[Endpoint]:
+        ready = self.ready
+        if not ready:
+            return None
+        i = self._next
+        self._next = i + 1 if i + 1 < len(ready) else 0
+        return ready[i]

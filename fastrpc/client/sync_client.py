@@ -1,0 +1,194 @@
+"""The drop-in synchronous client.
+
+It talks to the server through a blocking socket, with no event loop thread
+in between, and is safe to share between threads (see
+``client/_sync.py``)."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import threading
+import time
+from typing import Any, List, Optional
+
+from .._impl import CallSlot
+from ..errors import NotProcessed, Unavailable
+from ..transport.address import Address, parse_address
+from ._sync import SyncConnection
+from .options import ClientOptions, Reconnect
+from .proxy import UNSET, Proxy
+
+__all__ = ["Client"]
+
+
+class Client:
+    """The synchronous client: ``Client("127.0.0.1:1234").call("Arith.multiply", 7, 8)``.
+
+    Thread-safe: share one instance between threads and their calls are
+    pipelined on one connection.  The connection is opened by the
+    constructor and reopened on demand (with backoff) after it is lost.
+
+    Parameters:
+        address: ``host:port``, ``tcp://host:port`` or ``unix:/path``.
+        lazy: do not connect in the constructor.
+        options: a :class:`ClientOptions`; or give its fields as keyword
+            arguments (``timeout``, ``connect_timeout``, ``max_frame_size``,
+            ``backoff``, ``keepalive_interval``, ``keepalive_timeout``).
+
+    With ``keepalive_interval`` the client pings a server silent that long
+    while calls wait, and fails the calls if it stays silent
+    ``keepalive_timeout`` more seconds.  The server answers pings from its
+    event loop, so a sync handler that blocks it that long counts as
+    silence.  The silence is noticed within one more
+    ``keepalive_interval``.  With keepalive every read has a timeout (a
+    poll() before each recv()), so a call costs a syscall more.
+    """
+
+    def __init__(self, address: Any, *, lazy: bool = False, options: Optional[ClientOptions] = None, **settings: Any) -> None:
+        self.options = ClientOptions.build(options, settings)
+        self.address: Address = parse_address(address)
+        self._reconnect = Reconnect(self.address, self.options.backoff)
+        self._conn: Optional[SyncConnection] = None
+        #: connections replaced after GOAWAY, still answering calls in flight
+        self._retired: List[SyncConnection] = []
+        self._connect_lock = threading.Lock()
+        self._closed = False
+        if not lazy:
+            self._connection()
+
+    @property
+    def timeout(self) -> Optional[float]:
+        """The default per-call timeout."""
+        return self.options.timeout
+
+    def _connection(self) -> SyncConnection:
+        conn = self._conn
+        if conn is not None and conn.alive and not conn.peer_goaway:
+            return conn
+        with self._connect_lock:
+            conn = self._conn
+            if conn is not None and conn.alive and not conn.peer_goaway:
+                return conn
+            if self._closed:
+                raise Unavailable("client is closed")
+            self._reconnect.check(time.monotonic())
+            try:
+                conn = SyncConnection(self.address, self.options)
+            except BaseException as exc:
+                err = self._reconnect.failed(exc, time.monotonic())
+                if err is exc:
+                    raise
+                raise err from exc
+            self._reconnect.succeeded()
+            old, self._conn = self._conn, conn
+            self._retired = [c for c in self._retired if c.alive]
+            if old is not None and old.alive:
+                # After GOAWAY: its calls in flight still get their answers
+                # (other threads, go() futures), then it closes.
+                old.retire()
+                if old.alive:
+                    self._retired.append(old)
+            return conn
+
+    @property
+    def methods(self) -> List[str]:
+        """The server's method table (from the last handshake)."""
+        conn = self._conn
+        return list(conn.methods) if conn is not None else []
+
+    def call(self, method: str, *args: Any, timeout: Optional[float] = UNSET, metadata: Optional[dict] = None, **kwargs: Any) -> Any:
+        """Call ``method`` and return its result (blocking).
+
+        Raises the server's :class:`RpcError` subclass on failure,
+        :class:`DeadlineExceeded` when ``timeout`` passes, and
+        :class:`Unavailable` when the connection is down.  A call the
+        server closed the connection without reading (it said GOAWAY first,
+        naming an earlier call as its last) never ran: it is sent once more
+        on a new connection, with the time left.
+        """
+        if timeout is UNSET:
+            timeout = self.options.timeout
+        conn = self._conn
+        if conn is None or not conn.alive or conn.peer_goaway:
+            conn = self._connection()
+        if timeout is None and metadata is None and not kwargs:
+            try:
+                return conn.call_plain(method, args)
+            except NotProcessed:
+                pass
+        else:
+            rid, slot = conn.send_request(method, args, kwargs or None, timeout, metadata, None)
+            try:
+                return conn.wait(rid, slot)
+            except NotProcessed:
+                if slot.deadline is not None:
+                    timeout = slot.deadline - time.monotonic()
+        # Not read by the server: once more, on a new connection, and not again.
+        conn = self._connection()
+        rid, slot = conn.send_request(method, args, kwargs or None, timeout, metadata, None)
+        return conn.wait(rid, slot)
+
+    def go(self, method: str, *args: Any, timeout: Optional[float] = UNSET, metadata: Optional[dict] = None, **kwargs: Any) -> concurrent.futures.Future:
+        """Start a call and return a :class:`concurrent.futures.Future` of its
+        result (like Go net/rpc's ``Go``).  Calls are sent in the order
+        ``go`` is called.  A call the server closed the connection without
+        reading is sent once more, as :meth:`call` does."""
+        if timeout is UNSET:
+            timeout = self.options.timeout
+        conn = self._connection()
+        fut: concurrent.futures.Future = concurrent.futures.Future()
+        fut.set_running_or_notify_cancel()
+        conn.send_request(method, args, kwargs or None, timeout, metadata, fut, (self._resend_go, args, kwargs or None, metadata))
+        conn.ensure_reader()
+        return fut
+
+    def _resend_go(self, slot: CallSlot) -> None:
+        # A go() call the server closed the connection without reading:
+        # once more, on a new connection, with the time left, and not again.
+        _, args, kwargs, metadata = slot.resend
+        fut = slot.future
+        try:
+            timeout = None if slot.deadline is None else slot.deadline - time.monotonic()
+            conn = self._connection()
+            conn.send_request(slot.method, args, kwargs, timeout, metadata, fut)
+            conn.ensure_reader()
+        except BaseException as exc:  # noqa: BLE001 - the caller's future reports it
+            if not fut.done():
+                fut.set_exception(exc)
+
+    def notify(self, method: str, *args: Any, metadata: Optional[dict] = None, **kwargs: Any) -> None:
+        """Send a one-way call (no answer)."""
+        self._connection().notify(method, args, kwargs or None, metadata)
+
+    def proxy(self, service: str) -> Any:
+        """``client.proxy("Arith").multiply(7, 8)``."""
+        return Proxy(self, service)
+
+    def close(self) -> None:
+        """Close the connection; calls in flight fail with UNAVAILABLE."""
+        self._closed = True
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()
+        for old in self._retired:
+            old.close()
+        self._retired = []
+
+    def __enter__(self) -> "Client":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        conn = self._conn
+        state = "connected" if conn is not None and conn.usable else "closed" if self._closed else "not connected"
+        return f"<Client {self.address} {state}>"
+
+    def __del__(self) -> None:
+        conn = getattr(self, "_conn", None)
+        if conn is not None and conn.alive:
+            try:
+                conn.sock.close()
+            except Exception:  # noqa: BLE001 - interpreter shutdown
+                pass

@@ -1,0 +1,323 @@
+"""The fastrpc server: net/rpc-style registration, a dispatch table frozen at
+start, listening, graceful shutdown.
+
+Per-call cost is kept to the minimum: the method is found by index in a
+list, sync handlers run inline as their request is read (no task, no
+future), and every answer produced while handling one read leaves in one
+``transport.write``.  Async handlers run as tasks; handlers marked
+:func:`blocking` run in a thread pool.  Each connection is a
+:class:`~fastrpc.server.connection.ServerConnection`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import inspect
+import os
+import signal
+import time
+from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Union
+
+from .._impl import Decoder
+from ..core.session import AGENT
+from ..transport.address import Address, parse_address
+from ..wire import constants as W
+from .connection import ServerConnection
+from .dispatch import DispatchTable, kind_of
+
+__all__ = ["Server"]
+
+
+class Server:
+    """An RPC server.
+
+    Usage::
+
+        class Arith:
+            def multiply(self, a, b):
+                return a * b
+
+        server = fastrpc.Server()
+        server.register(Arith())
+        address = await server.start("tcp://127.0.0.1:0")
+        ...
+        await server.shutdown(grace=5)
+
+    Parameters:
+        debug: include handler tracebacks in UNKNOWN errors sent to callers.
+        max_frame_size: largest frame accepted or sent, in bytes; a larger
+            announced frame closes the connection before it is buffered.
+        max_depth, max_str_len, max_bin_len, max_array_len, max_map_len:
+            limits for decoding arguments (see :class:`fastrpc.Decoder`);
+            a call that breaks them fails with INVALID_ARGUMENT.
+        max_in_flight: calls (async or blocking) running at once per
+            connection; past it the server stops reading that connection
+            until some finish (backpressure: nothing queued without bound,
+            nothing dropped).
+        max_connections: open connections allowed; a new one past it gets
+            GOAWAY (RESOURCE_EXHAUSTED) and is closed.  ``None``: no limit.
+        handshake_timeout: seconds a new connection has to send its preface
+            and handshake (slowloris protection).
+        idle_timeout: close a connection with no call in flight that has
+            been silent this long (``None``: never).
+        keepalive_interval: ping a connection that has been silent this
+            long; one that stays silent ``keepalive_timeout`` more seconds is
+            closed as half-open (``None``: no pings).
+        executor: thread pool for :func:`blocking` handlers (created lazily
+            when not given).
+        max_workers: size of that lazily created pool.
+    """
+
+    def __init__(
+        self,
+        *,
+        debug: bool = False,
+        max_frame_size: int = W.DEFAULT_MAX_FRAME_SIZE,
+        max_depth: int = W.DEFAULT_MAX_DEPTH,
+        max_str_len: Optional[int] = None,
+        max_bin_len: Optional[int] = None,
+        max_array_len: Optional[int] = None,
+        max_map_len: Optional[int] = None,
+        max_in_flight: int = 1024,
+        max_connections: Optional[int] = None,
+        handshake_timeout: Optional[float] = 10.0,
+        idle_timeout: Optional[float] = None,
+        keepalive_interval: Optional[float] = None,
+        keepalive_timeout: float = 20.0,
+        executor: Optional[concurrent.futures.Executor] = None,
+        max_workers: Optional[int] = None,
+    ) -> None:
+        if max_in_flight < 1:
+            raise ValueError("max_in_flight must be >= 1")
+        self.debug = debug
+        self.max_frame_size = max_frame_size
+        self.max_in_flight = max_in_flight
+        self.max_connections = max_connections
+        self.handshake_timeout = handshake_timeout
+        self.idle_timeout = idle_timeout
+        self.keepalive_interval = keepalive_interval
+        self.keepalive_timeout = keepalive_timeout
+        self._decoder_limits = dict(
+            max_depth=max_depth,
+            max_str_len=max_str_len,
+            max_bin_len=max_bin_len,
+            max_array_len=max_array_len,
+            max_map_len=max_map_len,
+        )
+        Decoder(**self._decoder_limits)  # validate now, not at the first connection
+        self._executor = executor
+        self._own_executor = executor is None
+        self._max_workers = max_workers
+        self._handlers: Dict[str, tuple] = {}
+        self._dispatch: Optional[DispatchTable] = None
+        self._handshake_info: Dict[str, Any] = {}
+        self._servers: List[asyncio.AbstractServer] = []
+        self._connections: Set[ServerConnection] = set()
+        self._loop: Any = None
+        self._shutting_down = False
+        self._closed: Optional[asyncio.Event] = None
+        self.addresses: List[str] = []
+
+    # -- registration --------------------------------------------------------------
+
+    def register(self, obj: Any, name: Optional[str] = None) -> List[str]:
+        """Expose every public method of ``obj`` as ``"<name>.<method>"``.
+
+        ``name`` defaults to the class name.  Only attributes that do not
+        start with ``_`` and are callable are exposed; nothing else on the
+        object is reachable.  Returns the registered method names.
+        """
+        service = name if name is not None else type(obj).__name__
+        if not service or "." in service:
+            raise ValueError(f"invalid service name {service!r}")
+        names = []
+        for attr in dir(obj):
+            if attr.startswith("_"):
+                continue
+            fn = getattr(obj, attr)
+            if not callable(fn) or inspect.isclass(fn):
+                continue
+            names.append(self.register_function(fn, f"{service}.{attr}"))
+        if not names:
+            raise ValueError(f"{service} has no public methods to register")
+        return names
+
+    def register_function(self, fn: Callable, name: Optional[str] = None, *, blocking: Optional[bool] = None) -> str:
+        """Expose a plain function (sync or ``async def``) under ``name``.
+
+        ``blocking=True`` (or the :func:`blocking` decorator) runs a sync
+        function in the thread pool.  Returns the registered name.
+        """
+        if self._dispatch is not None:
+            raise RuntimeError("the dispatch table is frozen once the server has started")
+        if not callable(fn):
+            raise TypeError(f"{fn!r} is not callable")
+        if name is None:
+            name = getattr(fn, "__name__", None)
+            if not name:
+                raise ValueError("a name is required for this callable")
+        if name in self._handlers:
+            raise ValueError(f"method {name!r} is already registered")
+        self._handlers[name] = (fn, kind_of(fn, blocking))
+        return name
+
+    @property
+    def methods(self) -> List[str]:
+        """Registered method names, in dispatch-table order."""
+        return list(self._handlers)
+
+    def _freeze(self) -> None:
+        if self._dispatch is not None:
+            return
+        table = DispatchTable(self._handlers)
+        self._handshake_info = {
+            "server": AGENT,
+            "methods": table.names,
+            "max_frame_size": self.max_frame_size,
+        }
+        self._dispatch = table
+
+    def _get_executor(self) -> concurrent.futures.Executor:
+        if self._executor is None:
+            self._executor = concurrent.futures.ThreadPoolExecutor(
+                max_workers=self._max_workers, thread_name_prefix="fastrpc-blocking"
+            )
+        return self._executor
+
+    # -- running -------------------------------------------------------------------------
+
+    async def start(self, *addresses: Union[str, Address], backlog: int = 1024) -> Any:
+        """Listen on each address (``tcp://host:port`` or ``unix:/path``).
+
+        Port 0 picks a free port.  Returns the bound address (a str) when one
+        address was given, else the list; all are in :attr:`addresses`.
+        """
+        if not addresses:
+            raise ValueError("start() needs at least one address")
+        if self._shutting_down:
+            raise RuntimeError("server is shut down")
+        self._freeze()
+        loop = asyncio.get_running_loop()
+        if self._loop is None:
+            self._loop = loop
+            self._closed = asyncio.Event()
+        elif self._loop is not loop:
+            raise RuntimeError("a server runs on one event loop")
+        bound = []
+        for a in addresses:
+            addr = parse_address(a)
+            if addr.kind == "unix":
+                srv = await loop.create_unix_server(lambda: ServerConnection(self), addr.path, backlog=backlog)
+                actual = f"unix:{addr.path}"
+            else:
+                srv = await loop.create_server(
+                    lambda: ServerConnection(self), addr.host, addr.port, backlog=backlog, reuse_address=True
+                )
+                sockname = srv.sockets[0].getsockname()
+                actual = str(Address("tcp", sockname[0], sockname[1], ""))
+            self._servers.append(srv)
+            self.addresses.append(actual)
+            bound.append(actual)
+        return bound[0] if len(bound) == 1 else bound
+
+    async def serve_forever(self) -> None:
+        """Wait until :meth:`shutdown` completes."""
+        if self._closed is None:
+            raise RuntimeError("call start() first")
+        await self._closed.wait()
+
+    async def shutdown(self, grace: float = 5.0) -> None:
+        """Stop gracefully.
+
+        Stop accepting connections, send GOAWAY to every client (new calls
+        are refused with UNAVAILABLE), let calls in flight finish for up to
+        ``grace`` seconds, answer the rest with UNAVAILABLE, then close.
+        """
+        if self._shutting_down:
+            if self._closed is not None:
+                await self._closed.wait()
+            return
+        self._shutting_down = True
+        for srv in self._servers:
+            srv.close()
+        conns = list(self._connections)
+        for conn in conns:
+            conn.start_draining()
+        if conns:
+            waits = [asyncio.ensure_future(c.wait_idle()) for c in conns]
+            done, pending = await asyncio.wait(waits, timeout=max(grace, 0))
+            for w in pending:
+                w.cancel()
+        for conn in list(self._connections):
+            for call in list(conn._calls.values()) + list(conn._notifications):
+                call.cancel("shutdown")
+            conn._flush()
+        # Let the answers of cancelled tasks be written, then close.
+        await asyncio.sleep(0)
+        for conn in list(self._connections):
+            conn._flush()
+            conn.close()
+        deadline = time.monotonic() + 2.0
+        while self._connections and time.monotonic() < deadline:
+            await asyncio.sleep(0.005)
+        for conn in list(self._connections):
+            conn.abort()
+        for srv in self._servers:
+            try:
+                await asyncio.wait_for(srv.wait_closed(), 1.0)
+            except asyncio.TimeoutError:  # pragma: no cover - Python 3.12 waits for handlers
+                pass
+        for addr in self.addresses:
+            if addr.startswith("unix:"):
+                try:
+                    os.unlink(addr[5:])
+                except OSError:
+                    pass
+        if self._own_executor and self._executor is not None:
+            self._executor.shutdown(wait=False)
+            self._executor = None
+        if self._closed is not None:
+            self._closed.set()
+
+    @property
+    def connections(self) -> int:
+        """Number of open client connections."""
+        return len(self._connections)
+
+    async def __aenter__(self) -> "Server":
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.shutdown()
+
+    def run(self, *addresses: str, grace: float = 5.0, use_uvloop: Optional[bool] = None) -> None:
+        """Serve until SIGINT/SIGTERM, then shut down gracefully (blocking).
+
+        Uses uvloop when it is installed (``use_uvloop=False`` to opt out).
+        """
+        from ..transport.loop import new_event_loop
+
+        loop = new_event_loop(use_uvloop)
+        try:
+            asyncio.set_event_loop(loop)
+            loop.run_until_complete(self._run(addresses, grace, loop))
+        finally:
+            asyncio.set_event_loop(None)
+            loop.close()
+
+    async def _run(self, addresses: Sequence[str], grace: float, loop: asyncio.AbstractEventLoop) -> None:
+        await self.start(*addresses)
+        stop = asyncio.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                loop.add_signal_handler(sig, stop.set)
+            except (NotImplementedError, RuntimeError, ValueError):  # pragma: no cover - not main thread
+                pass
+        waiter = asyncio.ensure_future(stop.wait())
+        closed = asyncio.ensure_future(self.serve_forever())
+        await asyncio.wait([waiter, closed], return_when=asyncio.FIRST_COMPLETED)
+        waiter.cancel()
+        await self.shutdown(grace)
+        closed.cancel()
+
