@@ -54,7 +54,7 @@ def inline_call() -> Optional[Tuple[Any, Any, float]]:
     frame = getattr(_inline, "frame", None)
     if frame is None:
         return None
-    return frame, _inline.conn, _inline.arrival
+    return frame, _inline.conn, getattr(_inline, "arrival", 0.0)
 
 
 def run_inline(fn: Callable[..., Any], args: Any, kwargs: Any, frame: Any, conn: Any) -> Any:

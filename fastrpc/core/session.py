@@ -59,6 +59,7 @@ from ..wire import constants as W
 
 __all__ = [
     "AGENT",
+    "CancelReceived",
     "ClientSession",
     "ConnectionFailed",
     "Event",
@@ -68,6 +69,7 @@ __all__ = [
     "KEEPALIVE_OK",
     "KEEPALIVE_PING",
     "ProtocolViolation",
+    "RequestReceived",
     "ServerSession",
     "TIMER_HALF_OPEN",
     "TIMER_IDLE",
@@ -183,6 +185,26 @@ class ProtocolViolation(Event):
         self.error = error
 
 
+class CancelReceived(Event):
+    """The client gave up on call ``request_id`` (server side): stop it if
+    it still runs; no answer is expected."""
+
+    __slots__ = ("request_id",)
+
+    def __init__(self, request_id: int) -> None:
+        self.request_id = request_id
+
+
+class RequestReceived(Event):
+    """A request (or notification) that passed the session's rules, for a
+    standalone server session (``frame``: the parsed frame)."""
+
+    __slots__ = ("frame",)
+
+    def __init__(self, frame: Any) -> None:
+        self.frame = frame
+
+
 class ConnectionFailed(Event):
     """The server reported a connection-level error (an ERROR frame for
     request 0); every call in flight has failed with it.  The driver closes
@@ -208,23 +230,25 @@ TIMER_IDLE = 3  # close: idle; a GOAWAY has been written
 class _KeepaliveRule:
     """Keepalive, the same at both ends: a peer silent for
     ``keepalive_interval`` gets one PING; silent ``keepalive_timeout`` more
-    after that PING went out, it is gone (half-open: it vanished without a
-    FIN, or hangs).  The core stamps ``_last_seen`` (and clears
+    from the moment that PING went out, it is gone (half-open: it vanished
+    without a FIN, or hangs).  The core stamps ``_last_seen`` (and clears
     ``_ping_sent``) on every read when ``_track_seen``."""
 
     _keepalive_interval: Optional[float]
     _keepalive_timeout: float
 
+    _ping_at = 0.0  # when the keepalive PING went out
+
     def _keepalive(self, now: float) -> int:
         interval = self._keepalive_interval
         if interval is None:
             return KEEPALIVE_OK
-        silent = now - self._last_seen
         if self._ping_sent:
-            if silent >= interval + self._keepalive_timeout:
+            # The peer has keepalive_timeout from our PING to say anything.
+            if now - self._ping_at >= self._keepalive_timeout:
                 return KEEPALIVE_DEAD
             return KEEPALIVE_OK
-        if silent >= interval:
+        if now - self._last_seen >= interval:
             return KEEPALIVE_PING
         return KEEPALIVE_OK
 
@@ -323,10 +347,12 @@ class ClientSession(_KeepaliveRule, ClientSessionCore):
         for mtype, rid, value in box:
             w.write_frame(mtype, rid, value)
             if mtype == PING and value == 0 and self._keepalive_queued:
-                # It counts as sent once it is: until then a busy writer
-                # cannot make a live peer look dead.
+                # It counts as sent once it is, and the peer's time to answer
+                # runs from then: a busy writer cannot make a live peer look
+                # dead.
                 self._keepalive_queued = False
                 self._ping_sent = True
+                self._ping_at = self._clock()
         return True
 
     def data_to_send(self) -> bytes:
@@ -617,6 +643,36 @@ class ServerSession(_KeepaliveRule, ServerSessionCore):
         """Everything written so far, as one bytes object (standalone use)."""
         return self._writer.take()
 
+    def receive_data(self, data: bytes) -> List[Event]:
+        """Standalone use: feed bytes read from the client; return the
+        events, requests that may run included (:class:`RequestReceived`).
+        Answers are the caller's to write (``_writer.write_response``)."""
+        self._events = []
+        self.data_received(data)
+        events, self._events = self._events, []
+        return events
+
+    def _received(self, frames: List[Any], error: Optional[BaseException]) -> None:
+        # Standalone only: the server's connection overrides this.
+        events = self._events
+        for f in frames:
+            t = f.type
+            if t == REQUEST or t == NOTIFY:
+                verdict = self.accept_request(f, t == NOTIFY)
+                if verdict is True:
+                    events.append(RequestReceived(f))
+                elif verdict is not False:
+                    events.append(verdict)
+                    return
+            else:
+                outcome = self.handle_control(f)
+                if outcome is not None:
+                    events.append(outcome)
+                    if isinstance(outcome, ProtocolViolation):
+                        return
+        if error is not None:
+            events.append(self.violation(error))
+
     def goaway(self, code: int, message: str) -> None:
         """Write a GOAWAY naming the last call this side accepted: the
         client may send every later one again, elsewhere."""
@@ -633,15 +689,15 @@ class ServerSession(_KeepaliveRule, ServerSessionCore):
 
     # -- frames in ----------------------------------------------------------------
 
-    def handle_control(self, f: Any) -> Optional[Any]:
+    def handle_control(self, f: Any) -> Optional[Event]:
         """Apply the rules to a frame that is not a REQUEST or NOTIFY: the
         handshake is answered (once; a second is a violation), a PING gets
-        its PONG.  Returns the request id of a CANCEL (the driver cancels
-        that call), a :class:`ProtocolViolation` for a frame a client may
-        not send, else None."""
+        its PONG.  Returns :class:`CancelReceived` for a CANCEL (the driver
+        cancels that call), a :class:`ProtocolViolation` for a frame a
+        client may not send, else None."""
         t = f.type
         if t == CANCEL:
-            return f.request_id
+            return CancelReceived(f.request_id)
         if t == PING:
             self._writer.write_frame(PONG, 0, f.value)
         elif t == HANDSHAKE:
@@ -713,6 +769,7 @@ class ServerSession(_KeepaliveRule, ServerSessionCore):
             return TIMER_HALF_OPEN
         if action == KEEPALIVE_PING:
             self._ping_sent = True
+            self._ping_at = now
             self._writer.write_frame(PING, 0, 0)
         if self._idle_timeout is not None and not in_flight and now - self._last_seen >= self._idle_timeout:
             self.goaway(_UNAVAILABLE, "idle timeout")

@@ -25,6 +25,7 @@ from ..core.session import (
     TIMER_HALF_OPEN,
     TIMER_IDLE,
     TIMER_NO_HANDSHAKE,
+    CancelReceived,
     ProtocolViolation,
     ServerSession,
 )
@@ -344,12 +345,13 @@ class ServerConnection(ServerSession, BaseProtocol):  # type: ignore[misc]
                 outcome = self.handle_control(f)
                 if outcome is None:
                     continue
-                if isinstance(outcome, ProtocolViolation):
-                    violation = outcome
-                    break
-                call = self._calls.get(outcome)  # CANCEL of call ``outcome``
-                if call is not None:
-                    call.cancel("client")
+                if isinstance(outcome, CancelReceived):
+                    call = self._calls.get(outcome.request_id)
+                    if call is not None:
+                        call.cancel("client")
+                    continue
+                violation = outcome  # a ProtocolViolation
+                break
         if violation is None and error is not None and self._backlog is None:
             violation = self.violation(error)
         if violation is not None:
