@@ -560,6 +560,35 @@ def test_max_frame_size_validated(impl, max_size):
         impl.FrameWriter(max_frame_size=max_size)
 
 
+@pytest.mark.parametrize(
+    "bad,exc",
+    [(None, TypeError), ("4096", TypeError), (W.HEADER_SIZE - 1, ValueError), (-1, ValueError),
+     (W.MAX_FRAME_SIZE_LIMIT + 1, ValueError), (float("nan"), ValueError)],
+    ids=["None", "str", "below-header", "negative", "above-limit", "nan"],
+)
+def test_max_frame_size_checked_when_assigned(impl, bad, exc):
+    """max_frame_size assigned later is checked as in the constructor (the
+    compiled twin's rule): refused at once, the old limit staying in force;
+    a good value applies to the next frame."""
+    exact = raw_frame(body=b"\xc4\x56" + b"x" * 86)  # 100 bytes
+    parser, writer = impl.FrameParser(max_frame_size=100), impl.FrameWriter(max_frame_size=100)
+    for obj in (parser, writer):
+        with pytest.raises(exc):
+            obj.max_frame_size = bad
+        assert obj.max_frame_size == 100
+    (f,) = parser.feed(PREFACE + exact)
+    assert f.value == b"x" * 86
+    with pytest.raises(FrameTooLarge, match="exceeds max_frame_size=100$"):
+        writer.write_response(1, b"x" * 87)
+    writer.write_response(1, b"x" * 86)
+    assert writer.take() == exact
+    parser.max_frame_size = writer.max_frame_size = 99
+    with pytest.raises(FrameTooLarge, match="exceeds max_frame_size=99$"):
+        writer.write_response(1, b"x" * 86)
+    with pytest.raises(FrameTooLarge, match="exceeds max_frame_size=99$"):
+        parser.feed(exact)
+
+
 @pytest.mark.parametrize("length", range(8))
 def test_length_below_header(impl, length):
     with pytest.raises(MalformedFrame):

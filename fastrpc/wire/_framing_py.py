@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import struct
 import threading
+from operator import attrgetter
 from typing import Any, List, Optional, Tuple, Union
 
 from . import constants as W
@@ -61,6 +62,20 @@ _FLAG_KWARGS = W.FLAG_KWARGS
 _PARSER_BUSY = "FrameParser.feed() called while it is running (from a decoder hook)"
 _PARSER_BUSY_UPDATED = "FrameParser.buffer_updated() called while the parser is running"
 _WRITER_BUSY = "FrameWriter used while it is writing a frame (from an encoder hook)"
+
+
+def _max_frame_size_property() -> property:
+    # FrameParser.max_frame_size and FrameWriter.max_frame_size: checked
+    # when assigned, later as in the constructor (the compiled twin's rule),
+    # so a bad value fails there and leaves the old one, not at the next
+    # frame.  The hot paths read the copy in _max_frame_size, an instance
+    # attribute, as fast to read as the plain attribute this used to be.
+    def set_max_frame_size(self: Any, value: Any) -> None:
+        if not W.HEADER_SIZE <= value <= W.MAX_FRAME_SIZE_LIMIT:
+            raise ValueError(f"max_frame_size must be in {W.HEADER_SIZE}..{W.MAX_FRAME_SIZE_LIMIT}")
+        self._max_frame_size = value
+
+    return property(attrgetter("_max_frame_size"), set_max_frame_size, doc="largest frame, header included")
 
 
 class Frame:
@@ -133,6 +148,8 @@ class FrameParser:
         decoder: :class:`Decoder` used for payloads and metadata (limits).
     """
 
+    max_frame_size = _max_frame_size_property()
+
     def __init__(
         self,
         *,
@@ -140,8 +157,6 @@ class FrameParser:
         expect_preface: bool = True,
         decoder: Optional[Decoder] = None,
     ) -> None:
-        if not W.HEADER_SIZE <= max_frame_size <= W.MAX_FRAME_SIZE_LIMIT:
-            raise ValueError(f"max_frame_size must be in {W.HEADER_SIZE}..{W.MAX_FRAME_SIZE_LIMIT}")
         self.max_frame_size = max_frame_size
         self.decoder = decoder if decoder is not None else Decoder()
         self.peer_version: Optional[Tuple[int, int]] = None
@@ -261,7 +276,7 @@ class FrameParser:
                 self._buf = bytearray()
                 self._frame_size = 0
             # Whole frames straight from the chunk, no copy of the chunk.
-            max_size = self.max_frame_size
+            max_size = self._max_frame_size
             parse = self._parse
             decode = self.decoder.decode_range
             append = frames.append
@@ -338,8 +353,8 @@ class FrameParser:
 
     def _check_length(self, data: Any, pos: int) -> int:
         size = _unpack_I(data, pos)[0] + 4
-        if size > self.max_frame_size:
-            raise FrameTooLarge(f"frame of {size} bytes exceeds max_frame_size={self.max_frame_size}")
+        if size > self._max_frame_size:
+            raise FrameTooLarge(f"frame of {size} bytes exceeds max_frame_size={self._max_frame_size}")
         if size < _HEADER_SIZE:
             raise MalformedFrame(f"frame length {size - 4} is shorter than the frame header")
         return size
@@ -415,14 +430,14 @@ class FrameWriter:
         encoder: :class:`Encoder` used for payloads and metadata.
     """
 
+    max_frame_size = _max_frame_size_property()
+
     def __init__(
         self,
         *,
         max_frame_size: int = W.DEFAULT_MAX_FRAME_SIZE,
         encoder: Optional[Encoder] = None,
     ) -> None:
-        if not W.HEADER_SIZE <= max_frame_size <= W.MAX_FRAME_SIZE_LIMIT:
-            raise ValueError(f"max_frame_size must be in {W.HEADER_SIZE}..{W.MAX_FRAME_SIZE_LIMIT}")
         self.max_frame_size = max_frame_size
         self.encoder = encoder if encoder is not None else Encoder()
         self._buf = RefBuffer()
@@ -559,7 +574,7 @@ class FrameWriter:
                 # A plain call by index: the checks below all pass.
                 buf += _ZERO_HEADER
                 self.encoder.pack_into(buf, args)
-                if len(buf.refs) == k0 and len(buf) - start <= self.max_frame_size:
+                if len(buf.refs) == k0 and len(buf) - start <= self._max_frame_size:
                     # Nothing held by reference and within the limit: _finish's
                     # checks pass, so write the header here.
                     _pack_header_into(buf, start, len(buf) - start - 4, _NOTIFY if notify else _REQUEST, 0, method_index, request_id)
@@ -631,7 +646,7 @@ class FrameWriter:
                 _check_u32(request_id, "request_id")
             buf += _ZERO_HEADER
             self.encoder.pack_into(buf, value)
-            if len(buf.refs) == k0 and len(buf) - start <= self.max_frame_size:
+            if len(buf.refs) == k0 and len(buf) - start <= self._max_frame_size:
                 _pack_header_into(buf, start, len(buf) - start - 4, type, 0, 0, request_id)  # as in write_request
             else:
                 self._finish(start, k0, type, 0, 0, request_id)
@@ -648,8 +663,8 @@ class FrameWriter:
         refs = self._buf.refs
         extra = sum(len(value) for _, value in refs[k0:]) if len(refs) > k0 else 0
         size = len(self._buf) - start + extra
-        if size > self.max_frame_size:
-            raise FrameTooLarge(f"frame of {size} bytes exceeds max_frame_size={self.max_frame_size}")
+        if size > self._max_frame_size:
+            raise FrameTooLarge(f"frame of {size} bytes exceeds max_frame_size={self._max_frame_size}")
         _pack_header_into(self._buf, start, size - 4, mtype, flags, method, request_id)
         self._ref_bytes += extra
 
