@@ -436,14 +436,23 @@ class Decoder:
         ext_hook: Optional[Callable[[int, bytes], Any]] = None,
     ) -> None:
         _check_depth(max_depth)
-        # Through the properties: checked in this order, as the compiled
-        # twin does (the first bad one raises).
         self.max_depth = max_depth
-        self.max_str_len = max_str_len
-        self.max_bin_len = max_bin_len
-        self.max_array_len = max_array_len
-        self.max_map_len = max_map_len
-        self.max_ext_len = max_ext_len
+        # The limits' property setters' checks, in the compiled twin's order
+        # (the first bad one raises), without a setter call per limit: a
+        # Decoder is built per connection and per unpackb(**limits) call.
+        for name, value in (
+            ("max_str_len", max_str_len),
+            ("max_bin_len", max_bin_len),
+            ("max_array_len", max_array_len),
+            ("max_map_len", max_map_len),
+            ("max_ext_len", max_ext_len),
+        ):
+            _check_limit(name, value)
+        self._max_str_len = _NO_LIMIT if max_str_len is None else max_str_len
+        self._max_bin_len = _NO_LIMIT if max_bin_len is None else max_bin_len
+        self._max_array_len = _NO_LIMIT if max_array_len is None else max_array_len
+        self._max_map_len = _NO_LIMIT if max_map_len is None else max_map_len
+        self._max_ext_len = _NO_LIMIT if max_ext_len is None else max_ext_len
         self.ext_hook = ext_hook
 
     def decode(self, data: Any) -> Any:
