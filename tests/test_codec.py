@@ -965,3 +965,168 @@ def test_small_int_answers(impl, data):
             impl.unpackb(raw)
     else:
         assert_same(expected, impl.unpackb(raw))
+
+
+# --------------------------------------------------------------------------
+# re-entrant use: neither twin's Encoder or Decoder refuses it (the compiled
+# Encoder gives a nested encode() a buffer of its own; decoding keeps no
+# state between calls), and the results are the same
+
+
+class Boxed:
+    def __init__(self, value):
+        self.value = value
+
+
+def test_encoder_used_again_from_its_default_hook(impl):
+    enc = None
+
+    def default(obj):  # encodes with the very encoder that called it
+        return ExtType(1, enc.encode(["inner", obj.value]))
+
+    enc = impl.Encoder(default=default)
+    value = [1, Boxed([2, Boxed(3)]), "end"]
+    inner = msgpack.packb(["inner", 3])
+    middle = msgpack.packb(["inner", [2, msgpack.ExtType(1, inner)]])
+    expected = msgpack.packb([1, msgpack.ExtType(1, middle), "end"])
+    assert enc.encode(value) == expected
+    buf = bytearray(b"xy")
+    enc.pack_into(buf, value)
+    assert buf == b"xy" + expected
+
+
+def test_decoder_used_again_from_its_ext_hook(impl):
+    dec = impl.Decoder(ext_hook=lambda code, data: ("ext", code, dec.decode(data)))
+    data = impl.packb([ExtType(1, impl.packb([1, ExtType(2, impl.packb("x"))])), 2])
+    assert dec.decode(data) == [("ext", 1, [1, ("ext", 2, "x")]), 2]
+
+
+# --------------------------------------------------------------------------
+# limits changed after construction: the same rules as in the constructor
+# (compiled behaviour, for both twins): None means no limit (and reads as
+# 4294967295); a value that is not a real number is refused with TypeError
+# when assigned, leaving the limit as it was; max_depth may not be None.
+
+LIMIT_NAMES = [name for name, _ in LIMITS]
+NO_LIMIT = 0xFFFFFFFF
+
+
+def limited_values(make):
+    """Values holding one 5-unit str/bin/array/map/ext: alone, in a small
+    array (the pure decoder's fast path for flat arrays), nested, and as a
+    map value and key where it can be one."""
+    v = make(5)
+    out = [v, [v], [1, [v]], {"k": v}]
+    if not isinstance(v, (list, dict)):
+        out.append({v: 1})
+    return out
+
+
+@pytest.mark.parametrize("name,make", LIMITS, ids=LIMIT_NAMES)
+def test_decoder_limit_set_to_none_after_construction(impl, name, make):
+    datas = [impl.packb(v) for v in limited_values(make)]
+    dec = impl.Decoder(**{name: 4})
+    for data in datas:
+        with pytest.raises(DecodeError, match=f"exceeds {name}=4$"):
+            dec.decode(data)
+    setattr(dec, name, None)
+    assert getattr(dec, name) == NO_LIMIT
+    for value, data in zip(limited_values(make), datas):
+        assert dec.decode(data) == normalize(value)
+    setattr(dec, name, 4)  # and back
+    for data in datas:
+        with pytest.raises(DecodeError, match=f"exceeds {name}=4$"):
+            dec.decode(data)
+
+
+@pytest.mark.parametrize("bad", ["10", b"10", [10], object()], ids=["str", "bytes", "list", "object"])
+@pytest.mark.parametrize("name,make", LIMITS, ids=LIMIT_NAMES)
+def test_decoder_limit_of_wrong_type_refused_when_assigned(impl, name, make, bad):
+    dec = impl.Decoder(**{name: 4})
+    with pytest.raises(TypeError) as info:
+        setattr(dec, name, bad)
+    assert str(info.value) == f"{name} must be an int or None, not {type(bad).__name__}"
+    assert getattr(dec, name) == 4
+    with pytest.raises(DecodeError, match=f"exceeds {name}=4$"):
+        dec.decode(impl.packb(make(5)))
+
+
+@pytest.mark.parametrize("cls", ["Encoder", "Decoder"])
+@pytest.mark.parametrize("bad", [None, "3", [3]], ids=["None", "str", "list"])
+def test_max_depth_refused_when_assigned_something_not_a_number(impl, cls, bad):
+    obj = getattr(impl, cls)(max_depth=2)
+    with pytest.raises(TypeError) as info:
+        obj.max_depth = bad
+    assert str(info.value) == f"max_depth must be an int, not {type(bad).__name__}"
+    assert obj.max_depth == 2  # as it was, and still applied
+    assert_same([[1]], impl.unpackb(impl.packb([[1]])))
+    with pytest.raises(CodecError, match="nesting deeper than max_depth=2$"):
+        if cls == "Encoder":
+            obj.encode([[[1]]])
+        else:
+            obj.decode(impl.packb([[[1]]]))
+
+
+ASSIGNED = [0, 4, 5, 4.5, 5.0, -1, -0.5, math.nan, math.inf, -math.inf, 2**70, True]
+
+
+def _decode_outcome(dec, data):
+    try:
+        return ("ok", dec.decode(data))
+    except DecodeError as exc:
+        return ("DecodeError", str(exc))
+
+
+@pytest.mark.parametrize("value", ASSIGNED, ids=repr)
+@pytest.mark.parametrize("name,make", LIMITS, ids=LIMIT_NAMES)
+def test_decoder_limit_assigned_works_as_given_when_built(impl, name, make, value):
+    """A limit assigned later reads back as given and decodes exactly as the
+    same limit given to the constructor."""
+    datas = [impl.packb(v) for v in limited_values(make)]
+    built = impl.Decoder(**{name: value})
+    later = impl.Decoder()
+    setattr(later, name, value)
+    assert getattr(later, name) is value and getattr(built, name) is value
+    for data in datas:
+        assert _decode_outcome(later, data) == _decode_outcome(built, data)
+
+
+@pytest.mark.parametrize("depth", [0, 0.0, -1, -0.5, -math.inf])
+def test_max_depth_of_zero_or_less_after_construction_refuses_any_container(impl, depth):
+    """A max_depth of zero or less assigned later (the constructor accepts
+    0..MAX_DEPTH_LIMIT) refuses every container, small flat arrays too."""
+    dec = impl.Decoder()
+    dec.max_depth = depth
+    for data in (b"\x90", b"\x91\x01", b"\x93\x01\xa1x\xc0", b"\x80", b"\xdc\x00\x01\x01"):
+        with pytest.raises(DecodeError, match="^nesting deeper than max_depth="):
+            dec.decode(data)
+    assert dec.decode(b"\x01") == 1
+    enc = impl.Encoder()
+    enc.max_depth = depth
+    with pytest.raises(EncodeError, match="^nesting deeper than max_depth="):
+        enc.encode([1])
+    assert enc.encode(1) == b"\x01"
+
+
+@pytest.mark.parametrize("name", LIMIT_NAMES + ["max_depth"])
+def test_decoder_limits_assigned_later_agree_across_twins(impl_pair, name):
+    """Every assignment of ASSIGNED, None and values of other types: same
+    exception (type and words) or same value read back, and the same
+    outcome, value or DecodeError words, for every test input."""
+    make = dict(LIMITS).get(name, lambda n: [[[[[0] * n]]]])
+    inputs = [impl_pair[1].packb(v) for v in limited_values(make)]
+    inputs += [b"\x90", b"\x91\x01", b"\xa0", b"\x93\x01\xa1x\xc0", impl_pair[1].packb([[[[[1]]]]])]
+    results = []
+    for impl in impl_pair:
+        dec = impl.Decoder()
+        got = []
+        for value in ASSIGNED + [None, "5", 3j]:
+            try:
+                setattr(dec, name, value)
+            except Exception as exc:  # noqa: BLE001 - the exception is the outcome compared
+                got.append(("refused", type(exc).__name__, str(exc)))
+            got.append(("reads", repr(getattr(dec, name))))
+            got.extend(_decode_outcome(dec, data) for data in inputs)
+        results.append(got)
+    c, py = results
+    assert py == c

@@ -560,6 +560,35 @@ def test_max_frame_size_validated(impl, max_size):
         impl.FrameWriter(max_frame_size=max_size)
 
 
+@pytest.mark.parametrize(
+    "bad,exc",
+    [(None, TypeError), ("4096", TypeError), (W.HEADER_SIZE - 1, ValueError), (-1, ValueError),
+     (W.MAX_FRAME_SIZE_LIMIT + 1, ValueError), (float("nan"), ValueError)],
+    ids=["None", "str", "below-header", "negative", "above-limit", "nan"],
+)
+def test_max_frame_size_checked_when_assigned(impl, bad, exc):
+    """max_frame_size assigned later is checked as in the constructor (the
+    compiled twin's rule): refused at once, the old limit staying in force;
+    a good value applies to the next frame."""
+    exact = raw_frame(body=b"\xc4\x56" + b"x" * 86)  # 100 bytes
+    parser, writer = impl.FrameParser(max_frame_size=100), impl.FrameWriter(max_frame_size=100)
+    for obj in (parser, writer):
+        with pytest.raises(exc):
+            obj.max_frame_size = bad
+        assert obj.max_frame_size == 100
+    (f,) = parser.feed(PREFACE + exact)
+    assert f.value == b"x" * 86
+    with pytest.raises(FrameTooLarge, match="exceeds max_frame_size=100$"):
+        writer.write_response(1, b"x" * 87)
+    writer.write_response(1, b"x" * 86)
+    assert writer.take() == exact
+    parser.max_frame_size = writer.max_frame_size = 99
+    with pytest.raises(FrameTooLarge, match="exceeds max_frame_size=99$"):
+        writer.write_response(1, b"x" * 86)
+    with pytest.raises(FrameTooLarge, match="exceeds max_frame_size=99$"):
+        parser.feed(exact)
+
+
 @pytest.mark.parametrize("length", range(8))
 def test_length_below_header(impl, length):
     with pytest.raises(MalformedFrame):
@@ -984,3 +1013,277 @@ def test_write_frame_type_must_be_an_int(impl, bad):
     w.write_frame(MsgType.PING, 0, None)  # an IntEnum is an int
     with pytest.raises(ValueError):
         w.write_frame(99, 0, None)
+
+
+# --------------------------------------------------------------------------
+# re-entrant use: user code that runs while a parser is feeding (an ext_hook,
+# a decoder object) or while a writer is writing a frame (an encoder default
+# hook, an encoder object, an argument's __index__ or a payload's __len__)
+# may not use that same parser or writer; both twins refuse it alike.
+
+PARSER_BUSY = "FrameParser.feed() called while it is running (from a decoder hook)"
+PARSER_BUSY_UPDATED = "FrameParser.buffer_updated() called while the parser is running"
+WRITER_BUSY = "FrameWriter used while it is writing a frame (from an encoder hook)"
+
+
+def responses(impl, *values, preface=True):
+    """Bytes of RESPONSE frames 1, 2, ... carrying ``values``."""
+    w = impl.FrameWriter()
+    if preface:
+        w.write_preface()
+    for i, value in enumerate(values, 1):
+        w.write_response(i, value)
+    return w.take()
+
+
+def refusal(call):
+    """The message of the RuntimeError ``call()`` raises (None: it returned)."""
+    try:
+        call()
+    except RuntimeError as exc:
+        return str(exc)
+    return None
+
+
+def read_through_buffer(parser, data):
+    """feed(data) the asyncio.BufferedProtocol way."""
+    buf = parser.get_buffer(-1)
+    buf[: len(data)] = data
+    return parser.buffer_updated(len(data))
+
+
+REENTER_PARSER = {
+    "feed": (lambda p, more: p.feed(more), PARSER_BUSY),
+    "feed-empty": (lambda p, more: p.feed(b""), PARSER_BUSY),
+    # get_buffer() may hand out the memory being parsed: nothing written to it
+    "buffer_updated": (lambda p, more: (p.get_buffer(-1), p.buffer_updated(0)), PARSER_BUSY_UPDATED),
+}
+
+
+@pytest.mark.parametrize("split", [False, True], ids=["whole", "split"])
+@pytest.mark.parametrize("read", ["feed", "buffer_updated"])
+@pytest.mark.parametrize("reenter", list(REENTER_PARSER))
+def test_parser_refuses_reentrant_use_from_ext_hook(impl, reenter, read, split):
+    """An ext_hook that feeds the parser decoding it gets RuntimeError (the
+    same message from both twins); the frames and the stream are unharmed,
+    and the parser takes input again once the outer call has returned."""
+    call, message = REENTER_PARSER[reenter]
+    more = responses(impl, "later", preface=False)
+    seen = []
+
+    def hook(code, data):
+        seen.append(refusal(lambda: call(parser, more)))
+        return data
+
+    parser = impl.FrameParser(decoder=impl.Decoder(ext_hook=hook))
+    data = responses(impl, "a", ExtType(1, b"x"), "c")
+    feed = parser.feed if read == "feed" else lambda chunk: read_through_buffer(parser, chunk)
+    if split:  # the hook then runs while a buffered partial frame completes
+        cut = len(responses(impl, "a")) + 5
+        frames = feed(data[:cut]) + feed(data[cut:])
+    else:
+        frames = feed(data)
+    assert seen == [message]
+    assert [(f.request_id, f.value, f.error) for f in frames] == [(1, "a", None), (2, b"x", None), (3, "c", None)]
+    assert [f.value for f in feed(more)] == ["later"]
+    parser.feed_eof()
+
+
+def test_parser_reentry_refused_in_ext_hook_fails_only_that_frame(impl):
+    """Left uncaught in the ext_hook, the RuntimeError is that frame's
+    DecodeError (as any ext_hook failure), caused by the RuntimeError."""
+
+    def hook(code, data):
+        return parser.feed(b"")
+
+    parser = impl.FrameParser(decoder=impl.Decoder(ext_hook=hook))
+    frames = parser.feed(responses(impl, "a", [ExtType(1, b"x")], "c"))
+    assert [(f.request_id, f.value) for f in frames] == [(1, "a"), (2, None), (3, "c")]
+    assert isinstance(frames[1].error, DecodeError)
+    assert type(frames[1].error.__cause__) is RuntimeError and str(frames[1].error.__cause__) == PARSER_BUSY
+
+
+def test_parser_refuses_feed_from_its_decoder_object(impl):
+    """A decoder object (any object with decode_range) that feeds the parser
+    it decodes for: the RuntimeError goes out of the outer feed(), and the
+    parser is usable afterwards."""
+
+    class Feeding:
+        def decode_range(self, data, start, end):
+            return parser.feed(b"")
+
+    parser = impl.FrameParser(decoder=Feeding())
+    with pytest.raises(RuntimeError) as info:
+        parser.feed(responses(impl, 1))
+    assert str(info.value) == PARSER_BUSY
+    parser.decoder = impl.Decoder()
+    assert [f.value for f in parser.feed(responses(impl, 2, preface=False))] == [2]
+
+
+WRITER_USES = {
+    "write_request": lambda w: w.write_request(9, 1, [9]),
+    "write_request-by-name": lambda w: w.write_request(9, "S.m", [9], {"k": 9}, deadline=5, metadata={"m": 9}),
+    "write_response": lambda w: w.write_response(9, 9),
+    "write_error": lambda w: w.write_error(9, 1, "m"),
+    "write_frame": lambda w: w.write_frame(MsgType.PING, 9, 9),
+    "write_preface": lambda w: w.write_preface(),
+    "take": lambda w: w.take(),
+    "take_buffer": lambda w: w.take_buffer(),
+    "take_chunks": lambda w: w.take_chunks(),
+    "clear": lambda w: w.clear(),
+}
+
+# (write frame 2 with ``x`` somewhere in it, what frame 2's value decodes to
+# when ``x`` encodes as "r", how many times the encoder meets ``x``)
+OUTER_WRITES = {
+    "request": (lambda w, x: w.write_request(2, 1, [1, x]), [1, "r"], 1),
+    "request-kwargs-metadata": (
+        lambda w, x: w.write_request(2, "S.m", [x], {"k": x}, deadline=5, metadata={"m": x}),
+        [["r"], {"k": "r"}],
+        3,
+    ),
+    "notify": (lambda w, x: w.write_request(2, 1, (x,), notify=True), ["r"], 1),
+    "response": (lambda w, x: w.write_response(2, {"v": x}), {"v": "r"}, 1),
+    "error": (lambda w, x: w.write_error(2, 7, "m", x), [7, "m", "r"], 1),
+    "frame": (lambda w, x: w.write_frame(MsgType.GOAWAY, 2, [x]), ["r"], 1),
+}
+
+
+@pytest.mark.parametrize("outer", list(OUTER_WRITES))
+@pytest.mark.parametrize("use", list(WRITER_USES))
+def test_writer_refuses_reentrant_use_from_default_hook(impl, use, outer):
+    """An encoder default hook that uses the writer whose frame it is
+    encoding gets RuntimeError (same message in both twins); the frame
+    being written comes out whole and the writer stays usable."""
+    write, value, hooks = OUTER_WRITES[outer]
+    seen = []
+
+    def default(obj):
+        seen.append(refusal(lambda: WRITER_USES[use](w)))
+        return "r"
+
+    w = impl.FrameWriter(encoder=impl.Encoder(default=default))
+    w.write_response(1, "before")
+    write(w, Unencodable())
+    assert seen == [WRITER_BUSY] * hooks
+    w.write_response(3, "after")
+    frames = impl.FrameParser(expect_preface=False).feed(w.take())
+    assert [(f.request_id, f.error) for f in frames] == [(1, None), (2, None), (3, None)]
+    assert to_lists(frames[1].value) == value
+
+
+def test_writer_refuses_use_from_its_encoder_object(impl):
+    """An encoder object (any object with pack_into) that uses the writer it
+    encodes for: the RuntimeError goes out of the write, which is undone."""
+
+    class Taking:
+        def pack_into(self, buf, obj):
+            w.take()
+
+    w = impl.FrameWriter()
+    w.write_response(1, "before")
+    w.encoder = Taking()
+    with pytest.raises(RuntimeError) as info:
+        w.write_response(2, 2)
+    assert str(info.value) == WRITER_BUSY
+    w.encoder = impl.Encoder()
+    w.write_response(3, "after")
+    assert [f.request_id for f in impl.FrameParser(expect_preface=False).feed(w.take())] == [1, 3]
+
+
+class ClaimsInt:
+    """Not an int, but isinstance() says it is one (through __class__):
+    the writers take its value from __index__, which here first calls
+    ``hook``."""
+
+    def __init__(self, value, hook):
+        self.value = value
+        self.hook = hook
+
+    @property
+    def __class__(self):
+        return int
+
+    def __index__(self):
+        self.hook()
+        return self.value
+
+    def __lt__(self, other):
+        return self.value < other
+
+    def __le__(self, other):
+        return self.value <= other
+
+    def __gt__(self, other):
+        return self.value > other
+
+    def __ge__(self, other):
+        return self.value >= other
+
+
+@pytest.mark.parametrize(
+    "write",
+    [
+        lambda w, n: w.write_request(n, 1, [1]),
+        lambda w, n: w.write_request(1, 1, [1], deadline=n),
+        lambda w, n: w.write_response(n, 1),
+        lambda w, n: w.write_frame(MsgType.PING, n, 1),
+    ],
+    ids=["request-id", "deadline", "response-id", "frame-id"],
+)
+def test_writer_refuses_use_from_an_argument_index(impl, write):
+    """__index__ of a header field runs while the frame is being written:
+    using the writer from it is refused (in both twins, once)."""
+    seen = []
+    w = impl.FrameWriter()
+    write(w, ClaimsInt(5, lambda: seen.append(refusal(lambda: w.write_response(7, 7)))))
+    assert seen == [WRITER_BUSY]
+    (frame,) = impl.FrameParser(expect_preface=False).feed(w.take())
+    assert frame.error is None and 5 in (frame.request_id, frame.deadline)
+
+
+class LenCalls(dict):
+    """A dict whose __len__ first calls ``hook`` (``hook`` set after)."""
+
+    hook = None
+
+    def __len__(self):
+        self.hook()
+        return dict.__len__(self)
+
+
+class LenCallsList(list):
+    hook = None
+
+    def __len__(self):
+        self.hook()
+        return list.__len__(self)
+
+
+def test_writer_refuses_use_from_a_payload_len(impl):
+    """The encoders take a list or dict subclass's length from its __len__,
+    while the frame is being written: using the writer from it is refused."""
+    seen = []
+    w = impl.FrameWriter()
+    payload = LenCallsList([1, 2])
+    payload.hook = lambda: seen.append(refusal(lambda: w.write_response(7, 7)))
+    w.write_response(1, [payload])
+    assert seen == [WRITER_BUSY]
+    assert [f.value for f in impl.FrameParser(expect_preface=False).feed(w.take())] == [[[1, 2]]]
+
+
+def test_writer_reads_kwargs_and_metadata_once_before_the_frame(impl):
+    """write_request() looks at whether metadata and kwargs are empty once
+    each, before it starts the frame (a frame written from there comes
+    first, whole); encoding them later, with the frame started, asks their
+    length again, and then the writer is busy."""
+    seen = []
+    w = impl.FrameWriter()
+    metadata, kwargs = LenCalls(m=1), LenCalls(k=2)
+    metadata.hook = lambda: seen.append(("metadata", refusal(lambda: w.write_response(7, "m"))))
+    kwargs.hook = lambda: seen.append(("kwargs", refusal(lambda: w.write_response(8, "k"))))
+    w.write_request(1, 3, [0], kwargs, metadata=metadata)
+    assert seen == [("metadata", None), ("kwargs", None), ("metadata", WRITER_BUSY), ("kwargs", WRITER_BUSY)]
+    frames = impl.FrameParser(expect_preface=False).feed(w.take())
+    assert [(f.request_id, f.error) for f in frames] == [(7, None), (8, None), (1, None)]
+    assert (frames[2].metadata, to_lists(frames[2].value)) == ({"m": 1}, [[0], {"k": 2}])

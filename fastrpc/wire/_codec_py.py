@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import struct
+from operator import attrgetter
 from typing import Any, Callable, Optional
 
 from .constants import DEFAULT_MAX_DEPTH, MAX_DEPTH_LIMIT, ExtType
@@ -65,6 +66,41 @@ class RefBuffer(bytearray):
         self.refs: Optional[list] = []
 
 
+def _max_depth_property() -> property:
+    # Encoder.max_depth and Decoder.max_depth.  Checked when assigned, as in
+    # the compiled twin: any real number is compared with depths as it is
+    # (the compiled twin rounds it up, which compares the same), anything
+    # else, None included, is a TypeError here and leaves the old value.
+    # The encoder and decoder read the copy in _max_depth, an instance
+    # attribute, as fast to read as the plain attribute this used to be.
+    def set_max_depth(self: Any, value: Any) -> None:
+        if not isinstance(value, int):
+            try:
+                math.ceil(value)
+            except (ValueError, OverflowError):  # nan, inf: comparisons still work
+                pass
+            except TypeError:
+                raise TypeError(f"max_depth must be an int, not {type(value).__name__}") from None
+        self._max_depth = value
+
+    return property(attrgetter("_max_depth"), set_max_depth, doc="deepest container nesting accepted")
+
+
+def _limit_property(name: str) -> property:
+    # A Decoder length limit, with the constructor's rules when assigned
+    # later too: None means no limit (stored, and read back, as
+    # 4294967295, as in the compiled twin), a real number is compared with
+    # lengths as it is, anything else is a TypeError here and leaves the old
+    # value.  The decoder reads the copy in "_" + name (see _max_depth_property).
+    private = "_" + name
+
+    def set_limit(self: Any, value: Any) -> None:
+        _check_limit(name, value)
+        setattr(self, private, _NO_LIMIT if value is None else value)
+
+    return property(attrgetter(private), set_limit, doc=f"{name} (4294967295: no limit)")
+
+
 class Encoder:
     """Encodes Python values as msgpack.
 
@@ -74,6 +110,8 @@ class Encoder:
         default: called with any value of an unsupported type; must return
             an encodable replacement (for instance an :class:`ExtType`).
     """
+
+    max_depth = _max_depth_property()
 
     def __init__(
         self,
@@ -140,8 +178,8 @@ class Encoder:
             self._pack_other(buf, obj, depth)
 
     def _pack_array(self, buf: bytearray, obj: Any, depth: int) -> None:
-        if depth >= self.max_depth:
-            raise EncodeError(f"nesting deeper than max_depth={self.max_depth}")
+        if depth >= self._max_depth:
+            raise EncodeError(f"nesting deeper than max_depth={self._max_depth}")
         n = len(obj)
         if n < 16:
             buf.append(0x90 | n)
@@ -164,8 +202,8 @@ class Encoder:
                 pack(buf, item, depth)
 
     def _pack_map(self, buf: bytearray, obj: Any, depth: int) -> None:
-        if depth >= self.max_depth:
-            raise EncodeError(f"nesting deeper than max_depth={self.max_depth}")
+        if depth >= self._max_depth:
+            raise EncodeError(f"nesting deeper than max_depth={self._max_depth}")
         n = len(obj)
         if n < 16:
             buf.append(0x80 | n)
@@ -201,8 +239,8 @@ class Encoder:
         elif isinstance(obj, dict):
             self._pack_map(buf, obj, depth)
         elif self.default is not None:
-            if depth >= self.max_depth:
-                raise EncodeError(f"nesting deeper than max_depth={self.max_depth}")
+            if depth >= self._max_depth:
+                raise EncodeError(f"nesting deeper than max_depth={self._max_depth}")
             replacement = self.default(obj)
             if type(replacement) is type(obj) and replacement is obj:
                 raise EncodeError(f"cannot encode object of type {type(obj).__name__}")
@@ -379,6 +417,13 @@ class Decoder:
             without it they decode to :class:`ExtType`.
     """
 
+    max_depth = _max_depth_property()
+    max_str_len = _limit_property("max_str_len")
+    max_bin_len = _limit_property("max_bin_len")
+    max_array_len = _limit_property("max_array_len")
+    max_map_len = _limit_property("max_map_len")
+    max_ext_len = _limit_property("max_ext_len")
+
     def __init__(
         self,
         *,
@@ -391,6 +436,10 @@ class Decoder:
         ext_hook: Optional[Callable[[int, bytes], Any]] = None,
     ) -> None:
         _check_depth(max_depth)
+        self.max_depth = max_depth
+        # The limits' property setters' checks, in the compiled twin's order
+        # (the first bad one raises), without a setter call per limit: a
+        # Decoder is built per connection and per unpackb(**limits) call.
         for name, value in (
             ("max_str_len", max_str_len),
             ("max_bin_len", max_bin_len),
@@ -399,12 +448,11 @@ class Decoder:
             ("max_ext_len", max_ext_len),
         ):
             _check_limit(name, value)
-        self.max_depth = max_depth
-        self.max_str_len = _NO_LIMIT if max_str_len is None else max_str_len
-        self.max_bin_len = _NO_LIMIT if max_bin_len is None else max_bin_len
-        self.max_array_len = _NO_LIMIT if max_array_len is None else max_array_len
-        self.max_map_len = _NO_LIMIT if max_map_len is None else max_map_len
-        self.max_ext_len = _NO_LIMIT if max_ext_len is None else max_ext_len
+        self._max_str_len = _NO_LIMIT if max_str_len is None else max_str_len
+        self._max_bin_len = _NO_LIMIT if max_bin_len is None else max_bin_len
+        self._max_array_len = _NO_LIMIT if max_array_len is None else max_array_len
+        self._max_map_len = _NO_LIMIT if max_map_len is None else max_map_len
+        self._max_ext_len = _NO_LIMIT if max_ext_len is None else max_ext_len
         self.ext_hook = ext_hook
 
     def decode(self, data: Any) -> Any:
@@ -430,9 +478,10 @@ class Decoder:
                 return data[start + 1]
         elif b == 0xCE and end - start == 5:
             return _unpack_I(data, start + 1)[0]
-        if 0x90 <= b <= 0x9F and self.max_depth and self.max_array_len >= 15 and self.max_str_len >= 31:
+        if 0x90 <= b <= 0x9F and self._max_depth > 0 and self._max_array_len >= 15 and self._max_str_len >= 31:
             # _flat_array checks no limits: it is used only where none can
-            # apply to a fixarray (at most 15 items) of scalars and fixstrs.
+            # apply to a fixarray (at most 15 items) of scalars and fixstrs
+            # (max_depth > 0, not merely true: -1 or -0.5 may be assigned).
             out = _flat_array(data, start + 1, end, b & 0x0F)
             if out is not None:
                 return out
@@ -519,8 +568,8 @@ class Decoder:
         raise DecodeError(f"reserved msgpack type byte 0x{b:02x}")
 
     def _str(self, data: bytes, pos: int, end: int, n: int):
-        if n > self.max_str_len:
-            raise DecodeError(f"str of {n} bytes exceeds max_str_len={self.max_str_len}")
+        if n > self._max_str_len:
+            raise DecodeError(f"str of {n} bytes exceeds max_str_len={self._max_str_len}")
         stop = pos + n
         if stop > end:
             raise DecodeError(f"truncated input: str claims {n} bytes, {max(end - pos, 0)} present")
@@ -530,16 +579,16 @@ class Decoder:
             raise DecodeError(f"invalid UTF-8 in str: {exc.reason}") from None
 
     def _bin(self, data: bytes, pos: int, end: int, n: int):
-        if n > self.max_bin_len:
-            raise DecodeError(f"bin of {n} bytes exceeds max_bin_len={self.max_bin_len}")
+        if n > self._max_bin_len:
+            raise DecodeError(f"bin of {n} bytes exceeds max_bin_len={self._max_bin_len}")
         stop = pos + n
         if stop > end:
             raise DecodeError(f"truncated input: bin claims {n} bytes, {max(end - pos, 0)} present")
         return data[pos:stop], stop
 
     def _ext(self, data: bytes, pos: int, end: int, n: int):
-        if n > self.max_ext_len:
-            raise DecodeError(f"ext of {n} bytes exceeds max_ext_len={self.max_ext_len}")
+        if n > self._max_ext_len:
+            raise DecodeError(f"ext of {n} bytes exceeds max_ext_len={self._max_ext_len}")
         stop = pos + 1 + n
         if stop > end:
             raise DecodeError(f"truncated input: ext claims {n} bytes, {max(end - pos - 1, 0)} present")
@@ -553,12 +602,12 @@ class Decoder:
         return ExtType(code, payload), stop
 
     def _array(self, data: bytes, pos: int, end: int, n: int, depth: int):
-        if n > self.max_array_len:
-            raise DecodeError(f"array of {n} items exceeds max_array_len={self.max_array_len}")
+        if n > self._max_array_len:
+            raise DecodeError(f"array of {n} items exceeds max_array_len={self._max_array_len}")
         if n > end - pos:  # every item takes at least one byte
             raise DecodeError(f"truncated input: array claims {n} items, {max(end - pos, 0)} bytes present")
-        if depth >= self.max_depth:
-            raise DecodeError(f"nesting deeper than max_depth={self.max_depth}")
+        if depth >= self._max_depth:
+            raise DecodeError(f"nesting deeper than max_depth={self._max_depth}")
         depth += 1
         out = []
         append = out.append
@@ -573,12 +622,12 @@ class Decoder:
         return out, pos
 
     def _map(self, data: bytes, pos: int, end: int, n: int, depth: int):
-        if n > self.max_map_len:
-            raise DecodeError(f"map of {n} pairs exceeds max_map_len={self.max_map_len}")
+        if n > self._max_map_len:
+            raise DecodeError(f"map of {n} pairs exceeds max_map_len={self._max_map_len}")
         if 2 * n > end - pos:  # every key and value takes at least one byte
             raise DecodeError(f"truncated input: map claims {n} pairs, {max(end - pos, 0)} bytes present")
-        if depth >= self.max_depth:
-            raise DecodeError(f"nesting deeper than max_depth={self.max_depth}")
+        if depth >= self._max_depth:
+            raise DecodeError(f"nesting deeper than max_depth={self._max_depth}")
         depth += 1
         out = {}
         decode = self._decode

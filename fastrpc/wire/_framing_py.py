@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import struct
 import threading
+from operator import attrgetter
 from typing import Any, List, Optional, Tuple, Union
 
 from . import constants as W
@@ -50,6 +51,31 @@ _RESPONSE = int(W.MsgType.RESPONSE)
 _NOTIFY = int(W.MsgType.NOTIFY)
 _ZERO_HEADER = bytes(_HEADER_SIZE)
 _UNKNOWN_FLAGS = 0xFF & ~W.KNOWN_FLAGS
+_FLAG_METHOD_NAME = W.FLAG_METHOD_NAME
+_FLAG_DEADLINE = W.FLAG_DEADLINE
+_FLAG_METADATA = W.FLAG_METADATA
+_FLAG_KWARGS = W.FLAG_KWARGS
+
+# Re-entrant use (from a hook that runs while the parser is parsing or the
+# writer is writing a frame) is refused with these, the compiled twin's
+# exception and words.
+_PARSER_BUSY = "FrameParser.feed() called while it is running (from a decoder hook)"
+_PARSER_BUSY_UPDATED = "FrameParser.buffer_updated() called while the parser is running"
+_WRITER_BUSY = "FrameWriter used while it is writing a frame (from an encoder hook)"
+
+
+def _max_frame_size_property() -> property:
+    # FrameParser.max_frame_size and FrameWriter.max_frame_size: checked
+    # when assigned, later as in the constructor (the compiled twin's rule),
+    # so a bad value fails there and leaves the old one, not at the next
+    # frame.  The hot paths read the copy in _max_frame_size, an instance
+    # attribute, as fast to read as the plain attribute this used to be.
+    def set_max_frame_size(self: Any, value: Any) -> None:
+        if not W.HEADER_SIZE <= value <= W.MAX_FRAME_SIZE_LIMIT:
+            raise ValueError(f"max_frame_size must be in {W.HEADER_SIZE}..{W.MAX_FRAME_SIZE_LIMIT}")
+        self._max_frame_size = value
+
+    return property(attrgetter("_max_frame_size"), set_max_frame_size, doc="largest frame, header included")
 
 
 class Frame:
@@ -122,6 +148,8 @@ class FrameParser:
         decoder: :class:`Decoder` used for payloads and metadata (limits).
     """
 
+    max_frame_size = _max_frame_size_property()
+
     def __init__(
         self,
         *,
@@ -129,8 +157,6 @@ class FrameParser:
         expect_preface: bool = True,
         decoder: Optional[Decoder] = None,
     ) -> None:
-        if not W.HEADER_SIZE <= max_frame_size <= W.MAX_FRAME_SIZE_LIMIT:
-            raise ValueError(f"max_frame_size must be in {W.HEADER_SIZE}..{W.MAX_FRAME_SIZE_LIMIT}")
         self.max_frame_size = max_frame_size
         self.decoder = decoder if decoder is not None else Decoder()
         self.peer_version: Optional[Tuple[int, int]] = None
@@ -140,6 +166,9 @@ class FrameParser:
         self._frame_size = 0  # total size of the partial frame, once known
         self._error: Optional[FrameError] = None
         self._recv_view: Optional[memoryview] = None
+        # True inside _run(): a decoder hook feeding this parser then would
+        # see (and change) the state of the chunk being parsed.
+        self._busy = False
 
     @property
     def buffered(self) -> int:
@@ -156,6 +185,8 @@ class FrameParser:
         """
         if self._error is not None:
             raise self._again()
+        if self._busy:
+            raise RuntimeError(_PARSER_BUSY)
         if type(data) is not bytes:
             # Any bytes-like object, copied in order; not an int (which
             # bytes() would turn into that many zero bytes) or a list.
@@ -192,6 +223,8 @@ class FrameParser:
         self._recv_view = None
         if self._error is not None:
             raise self._again()
+        if self._busy:
+            raise RuntimeError(_PARSER_BUSY_UPDATED)
         return self._run(bytes(view[:nbytes]))
 
     def feed_eof(self) -> None:
@@ -210,8 +243,10 @@ class FrameParser:
     def _run(self, data: bytes) -> List[Frame]:
         # The frames ``data`` completes; on a framing error the parser keeps
         # the error (every later call raises it again) and the exception
-        # carries the frames before it.
+        # carries the frames before it.  Busy for the whole call (one flag
+        # set and cleared per chunk, nothing per frame).
         frames: List[Frame] = []
+        self._busy = True
         try:
             pos = 0
             end = len(data)
@@ -241,7 +276,7 @@ class FrameParser:
                 self._buf = bytearray()
                 self._frame_size = 0
             # Whole frames straight from the chunk, no copy of the chunk.
-            max_size = self.max_frame_size
+            max_size = self._max_frame_size
             parse = self._parse
             decode = self.decoder.decode_range
             append = frames.append
@@ -284,6 +319,8 @@ class FrameParser:
             self._buf = bytearray()
             self._preface_buf = bytearray()
             raise
+        finally:
+            self._busy = False
         return frames
 
     def _take_preface(self, data: bytes) -> int:
@@ -316,8 +353,8 @@ class FrameParser:
 
     def _check_length(self, data: Any, pos: int) -> int:
         size = _unpack_I(data, pos)[0] + 4
-        if size > self.max_frame_size:
-            raise FrameTooLarge(f"frame of {size} bytes exceeds max_frame_size={self.max_frame_size}")
+        if size > self._max_frame_size:
+            raise FrameTooLarge(f"frame of {size} bytes exceeds max_frame_size={self._max_frame_size}")
         if size < _HEADER_SIZE:
             raise MalformedFrame(f"frame length {size - 4} is shorter than the frame header")
         return size
@@ -393,18 +430,21 @@ class FrameWriter:
         encoder: :class:`Encoder` used for payloads and metadata.
     """
 
+    max_frame_size = _max_frame_size_property()
+
     def __init__(
         self,
         *,
         max_frame_size: int = W.DEFAULT_MAX_FRAME_SIZE,
         encoder: Optional[Encoder] = None,
     ) -> None:
-        if not W.HEADER_SIZE <= max_frame_size <= W.MAX_FRAME_SIZE_LIMIT:
-            raise ValueError(f"max_frame_size must be in {W.HEADER_SIZE}..{W.MAX_FRAME_SIZE_LIMIT}")
         self.max_frame_size = max_frame_size
         self.encoder = encoder if encoder is not None else Encoder()
         self._buf = RefBuffer()
         self._ref_bytes = 0
+        # True while a frame is being written: an encoder hook that used the
+        # writer then would write into, or take away, the half-built frame.
+        self._busy = False
 
     def __len__(self) -> int:
         return len(self._buf) + self._ref_bytes
@@ -417,6 +457,8 @@ class FrameWriter:
 
     def take(self) -> bytes:
         """Return everything written so far and empty the buffer."""
+        if self._busy:
+            raise RuntimeError(_WRITER_BUSY)
         buf = self._buf
         if self._ref_bytes:
             out = b"".join(self._chunks())
@@ -444,6 +486,8 @@ class FrameWriter:
         hands large batches over without a copy; here it is :meth:`take`).
         Values held by reference (:attr:`chunked`) are copied in; use
         :meth:`take_chunks` to send them without."""
+        if self._busy:
+            raise RuntimeError(_WRITER_BUSY)
         buf = self._buf
         if self._ref_bytes:
             return self.take()
@@ -459,6 +503,8 @@ class FrameWriter:
         reference: no copy on this side at all); the rest as in
         :meth:`take_buffer`.  Joined, the chunks equal :meth:`take`.
         """
+        if self._busy:
+            raise RuntimeError(_WRITER_BUSY)
         if not self._ref_bytes:
             return [self.take()]
         chunks = self._chunks()
@@ -467,6 +513,8 @@ class FrameWriter:
 
     def clear(self) -> None:
         """Drop everything written so far."""
+        if self._busy:
+            raise RuntimeError(_WRITER_BUSY)
         buf = self._buf
         del buf[:]
         if self._ref_bytes:
@@ -475,6 +523,8 @@ class FrameWriter:
 
     def write_preface(self) -> None:
         """Append the 8-byte connection preface."""
+        if self._busy:
+            raise RuntimeError(_WRITER_BUSY)
         self._buf += W.PREFACE
 
     def write_request(
@@ -495,50 +545,46 @@ class FrameWriter:
         microseconds.  ``args`` is a list or tuple; non-empty ``kwargs`` makes
         the payload ``[args, kwargs]``.
         """
+        if self._busy:
+            raise RuntimeError(_WRITER_BUSY)
+        # What the frame holds, from method, deadline, metadata and kwargs,
+        # as the compiled writer works it out: once each (whether metadata
+        # and kwargs are empty is asked once), before the frame is started.
+        if type(method) is int:
+            flags = 0
+            method_index = method
+        elif isinstance(method, int) and not isinstance(method, bool):
+            flags = 0
+            method_index = int(method)
+        else:
+            flags = _FLAG_METHOD_NAME
+            method_index = 0
+        if deadline is not None:
+            flags |= _FLAG_DEADLINE
+        if metadata is not None and metadata:
+            flags |= _FLAG_METADATA
+        if kwargs is not None and kwargs:
+            flags |= _FLAG_KWARGS
         buf = self._buf
         start = len(buf)
         k0 = len(buf.refs)
-        if (
-            type(method) is int
-            and type(request_id) is int
-            and not kwargs
-            and deadline is None
-            and not metadata
-            and 0 <= request_id <= 0xFFFFFFFF
-            and 0 <= method <= 0xFFFF
-        ):
-            # A plain call by index: the checks below all pass.
-            try:
+        self._busy = True
+        try:
+            if not flags and type(request_id) is int and 0 <= request_id <= 0xFFFFFFFF and 0 <= method_index <= 0xFFFF:
+                # A plain call by index: the checks below all pass.
                 buf += _ZERO_HEADER
                 self.encoder.pack_into(buf, args)
-                if len(buf.refs) == k0 and len(buf) - start <= self.max_frame_size:
+                if len(buf.refs) == k0 and len(buf) - start <= self._max_frame_size:
                     # Nothing held by reference and within the limit: _finish's
                     # checks pass, so write the header here.
-                    _pack_header_into(buf, start, len(buf) - start - 4, _NOTIFY if notify else _REQUEST, 0, method, request_id)
+                    _pack_header_into(buf, start, len(buf) - start - 4, _NOTIFY if notify else _REQUEST, 0, method_index, request_id)
                 else:
-                    self._finish(start, k0, _NOTIFY if notify else _REQUEST, 0, method, request_id)
-            except BaseException:
-                del buf[start:]
-                del buf.refs[k0:]
-                raise
-            return
-        flags = 0
-        method_index = 0
-        if isinstance(method, int) and not isinstance(method, bool):
-            method_index = int(method)
-        else:
-            flags |= W.FLAG_METHOD_NAME
-        if deadline is not None:
-            flags |= W.FLAG_DEADLINE
-        if metadata:
-            flags |= W.FLAG_METADATA
-        if kwargs:
-            flags |= W.FLAG_KWARGS
-        try:
+                    self._finish(start, k0, _NOTIFY if notify else _REQUEST, 0, method_index, request_id)
+                return
             _check_u32(request_id, "request_id")
             _check_u16(method_index, "method index")
             buf += _ZERO_HEADER
-            if flags & W.FLAG_METHOD_NAME:
+            if flags & _FLAG_METHOD_NAME:
                 if not isinstance(method, str):
                     raise TypeError("method must be an int index or a str name")
                 name = method.encode("utf-8")
@@ -546,12 +592,12 @@ class FrameWriter:
                     raise ValueError("method name longer than 65535 bytes")
                 buf += _pack_H(len(name))
                 buf += name
-            if deadline is not None:
+            if flags & _FLAG_DEADLINE:
                 _check_int(deadline, "deadline")
                 if deadline < 0 or deadline > W.MAX_DEADLINE_US:
                     raise OverflowError("deadline out of range")
                 buf += _pack_Q(deadline)
-            if metadata:
+            if flags & _FLAG_METADATA:
                 if not isinstance(metadata, dict):
                     raise TypeError("metadata must be a dict")
                 mstart = len(buf)
@@ -563,7 +609,7 @@ class FrameWriter:
                 finally:
                     buf.refs = refs
                 buf[mstart : mstart + 4] = _pack_I(len(buf) - mstart - 4)
-            if kwargs:
+            if flags & _FLAG_KWARGS:
                 self.encoder.pack_into(buf, (args, kwargs))
             else:
                 self.encoder.pack_into(buf, args)
@@ -572,6 +618,8 @@ class FrameWriter:
             del buf[start:]
             del buf.refs[k0:]
             raise
+        finally:
+            self._busy = False
 
     def write_response(self, request_id: int, value: Any) -> None:
         """Append a RESPONSE frame carrying ``value``."""
@@ -583,9 +631,12 @@ class FrameWriter:
 
     def write_frame(self, type: int, request_id: int = 0, value: Any = None) -> None:
         """Append a frame of any type with ``value`` as its payload."""
+        if self._busy:
+            raise RuntimeError(_WRITER_BUSY)
         buf = self._buf
         start = len(buf)
         k0 = len(buf.refs)
+        self._busy = True
         try:
             if type.__class__ is not int:
                 _check_int(type, "message type")  # an IntEnum such as MsgType passes; bool does not
@@ -595,7 +646,7 @@ class FrameWriter:
                 _check_u32(request_id, "request_id")
             buf += _ZERO_HEADER
             self.encoder.pack_into(buf, value)
-            if len(buf.refs) == k0 and len(buf) - start <= self.max_frame_size:
+            if len(buf.refs) == k0 and len(buf) - start <= self._max_frame_size:
                 _pack_header_into(buf, start, len(buf) - start - 4, type, 0, 0, request_id)  # as in write_request
             else:
                 self._finish(start, k0, type, 0, 0, request_id)
@@ -603,6 +654,8 @@ class FrameWriter:
             del buf[start:]
             del buf.refs[k0:]
             raise
+        finally:
+            self._busy = False
 
     def _finish(self, start: int, k0: int, mtype: int, flags: int, method: int, request_id: int) -> None:
         # The frame starts at ``start`` in the buffer; its values held by
@@ -610,8 +663,8 @@ class FrameWriter:
         refs = self._buf.refs
         extra = sum(len(value) for _, value in refs[k0:]) if len(refs) > k0 else 0
         size = len(self._buf) - start + extra
-        if size > self.max_frame_size:
-            raise FrameTooLarge(f"frame of {size} bytes exceeds max_frame_size={self.max_frame_size}")
+        if size > self._max_frame_size:
+            raise FrameTooLarge(f"frame of {size} bytes exceeds max_frame_size={self._max_frame_size}")
         _pack_header_into(self._buf, start, size - 4, mtype, flags, method, request_id)
         self._ref_bytes += extra
 
