@@ -74,6 +74,9 @@ class Server:
         self.env = env
         self.speaks_fastrpc = speaks_fastrpc
         self.clients: List["System"] = []
+        #: the folder its server and clients run from (another checkout for
+        #: a baseline; see benchmarks/versus.py --baseline)
+        self.cwd = ROOT
 
 
 class System:
@@ -87,9 +90,9 @@ class System:
         self.floor = floor
 
 
-def _env(no_ext: bool) -> Dict[str, str]:
+def _env(no_ext: bool, root: str = ROOT) -> Dict[str, str]:
     env = dict(os.environ)
-    env["PYTHONPATH"] = ROOT + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     if no_ext:
         env["FASTRPC_NO_EXTENSIONS"] = "1"
     else:
@@ -151,7 +154,7 @@ class Running:
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
             env=server.env,
-            cwd=ROOT,
+            cwd=server.cwd,
         )
         line = b""
         deadline = time.monotonic() + 60
@@ -194,7 +197,9 @@ def run_client(system: System, server: Running, workload: str, duration: float, 
     argv = system.argv + ["--address", server.address, "--workload", workload, "--duration", str(duration)]
     cpu0 = server.cpu_seconds()
     try:
-        out = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, cwd=ROOT, timeout=duration + 60)
+        out = subprocess.run(
+            argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, cwd=server.server.cwd, timeout=duration + 60
+        )
         text = out.stdout.decode(errors="replace").strip().splitlines()
         result = json.loads(text[-1]) if text else {"error": "client printed nothing", "calls": 0}
     except subprocess.TimeoutExpired:
