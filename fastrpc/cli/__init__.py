@@ -4,7 +4,6 @@ a user of the public API only."""
 from __future__ import annotations
 
 import argparse
-import sys
 from typing import List, Optional
 
 

@@ -54,13 +54,7 @@ class ClientProtocol(AsyncClientCore, ClientSession, BaseProtocol):  # type: ign
         on_change: Optional[Callable[["ClientProtocol"], None]] = None,
         resend: Optional[Callable[..., Awaitable[Any]]] = None,
     ) -> None:
-        ClientSession.__init__(
-            self,
-            max_frame_size=options.max_frame_size,
-            keepalive_interval=options.keepalive_interval,
-            keepalive_timeout=options.keepalive_timeout,
-            clock=loop.time,
-        )
+        ClientSession.__init__(self, clock=loop.time, **options.session_settings())
         self._init_transport(loop)
         self._resend = resend
         self._on_change = on_change
@@ -128,7 +122,7 @@ class ClientProtocol(AsyncClientCore, ClientSession, BaseProtocol):  # type: ign
             return
         if action == KEEPALIVE_PING and self.write_outbox():
             self._schedule_flush()
-        self._keepalive_timer = self._loop.call_later(self._keepalive_interval / 2, self._on_keepalive)
+        self._keepalive_timer = self._loop.call_later((self._keepalive_interval or 0.0) / 2, self._on_keepalive)
 
     # -- what the core's call() needs ------------------------------------------------
 

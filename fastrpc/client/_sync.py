@@ -42,13 +42,7 @@ class SyncConnection(SyncClientCore, ClientSession):  # type: ignore[misc]
     """
 
     def __init__(self, address: Address, options: ClientOptions) -> None:
-        ClientSession.__init__(
-            self,
-            max_frame_size=options.max_frame_size,
-            keepalive_interval=options.keepalive_interval,
-            keepalive_timeout=options.keepalive_timeout,
-            clock=time.monotonic,
-        )
+        ClientSession.__init__(self, clock=time.monotonic, **options.session_settings())
         self.address = address
         self.keepalive_interval = options.keepalive_interval
         self._plain_slot = CallSlot("", None, None)

@@ -120,6 +120,15 @@ class ClientOptions:
             raise TypeError("options must be a fastrpc.ClientOptions")
         return options.replace(**settings) if settings else options
 
+    def session_settings(self) -> Dict[str, Any]:
+        """The keyword arguments a :class:`~fastrpc.core.session.ClientSession`
+        takes from these options."""
+        return {
+            "max_frame_size": self.max_frame_size,
+            "keepalive_interval": self.keepalive_interval,
+            "keepalive_timeout": self.keepalive_timeout,
+        }
+
     def replace(self, **changes: Any) -> "ClientOptions":
         """A copy with ``changes`` applied (validated like the constructor)."""
         fields: Dict[str, Any] = {name: getattr(self, name) for name in self.__slots__}

@@ -150,7 +150,7 @@ class Event:
     __slots__ = ()
 
     def __repr__(self) -> str:
-        fields = ", ".join(f"{k}={getattr(self, k)!r}" for k in self.__slots__)
+        fields = ", ".join(f"{name}={getattr(self, name)!r}" for name in self.__slots__)
         return f"{type(self).__name__}({fields})"
 
 
@@ -647,7 +647,7 @@ class ServerSession(_KeepaliveRule, ServerSessionCore):
         """Standalone use: feed bytes read from the client; return the
         events, requests that may run included (:class:`RequestReceived`).
         Answers are the caller's to write (``_writer.write_response``)."""
-        self._events = []
+        self._events: List[Event] = []
         self.data_received(data)
         events, self._events = self._events, []
         return events

@@ -163,6 +163,7 @@ class ServerConnection(ServerSession, BaseProtocol):  # type: ignore[misc]
         self._init_transport(loop)
         self._server = server
         table = server._dispatch
+        assert table is not None, "the server freezes its table before it listens"
         self._methods: List[Method] = table.methods
         self._by_name: Dict[str, Method] = table.by_name
         self._inline = table.inline
@@ -207,10 +208,14 @@ class ServerConnection(ServerSession, BaseProtocol):  # type: ignore[misc]
         self._notifications.clear()
         self._wake_idle()
 
-    def start_draining(self) -> None:
-        """Refuse new calls and tell the client so (GOAWAY)."""
-        if ServerSession.start_draining(self) and self._transport is not None:
+    def start_draining(self) -> bool:
+        """Refuse new calls and tell the client so (GOAWAY); False if
+        already draining."""
+        if not ServerSession.start_draining(self):
+            return False
+        if self._transport is not None:
             self._flush()
+        return True
 
     @property
     def in_flight(self) -> int:
@@ -350,7 +355,8 @@ class ServerConnection(ServerSession, BaseProtocol):  # type: ignore[misc]
                     if call is not None:
                         call.cancel("client")
                     continue
-                violation = outcome  # a ProtocolViolation
+                assert isinstance(outcome, ProtocolViolation)
+                violation = outcome
                 break
         if violation is None and error is not None and self._backlog is None:
             violation = self.violation(error)
