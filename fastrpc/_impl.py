@@ -31,8 +31,6 @@ if not NO_EXTENSIONS and platform.python_implementation() == "CPython":
             ServerSessionCore,
             SyncClientCore,
             free_request_id,
-            inline_call,
-            run_inline,
         )
 
         HAS_EXTENSIONS = True
@@ -49,8 +47,6 @@ if not HAS_EXTENSIONS:
         ServerSessionCore,
         SyncClientCore,
         free_request_id,
-        inline_call,
-        run_inline,
     )
 
 #: "c" when the compiled modules are active, "py" for the fallback.
@@ -81,8 +77,6 @@ __all__ = [
     "ServerSessionCore",
     "SyncClientCore",
     "free_request_id",
-    "inline_call",
-    "run_inline",
     "packb",
     "unpackb",
 ]

@@ -74,3 +74,4 @@ cdef class ServerSessionCore(SessionCore):
     cdef public bint _read_paused
     cdef public list _methods           # the dispatch table (_Method objects)
     cdef public list _inline            # per method index: the sync handler, else None
+    cdef public list _slot              # [frame, connection, arrival] of the inline call running, for current_call() (or None)

@@ -22,8 +22,9 @@ per-call path of each client, from request to answer.
 """
 
 cimport cython
-from cpython.list cimport PyList_GET_ITEM, PyList_GET_SIZE
+from cpython.list cimport PyList_GET_ITEM, PyList_GET_SIZE, PyList_SET_ITEM
 from cpython.object cimport PyObject
+from cpython.ref cimport Py_INCREF, Py_XDECREF
 
 from fastrpc.wire._framing cimport FLAG_KWARGS, FLAG_METHOD_NAME, Frame, FrameParser, FrameWriter
 
@@ -40,8 +41,6 @@ __all__ = [
     "SessionCore",
     "SyncClientCore",
     "free_request_id",
-    "inline_call",
-    "run_inline",
 ]
 
 
@@ -50,57 +49,6 @@ cdef extern from "Python.h":
     # no tuple is built for the call.
     object PyObject_Vectorcall(object fn, PyObject** items, size_t n, PyObject* kwnames)
     PyObject** PySequence_Fast_ITEMS(object seq)
-
-
-# The sync handler running inline on this thread, for current_call(): the
-# frame, the connection and (for a call with a deadline) when it arrived.
-# Borrowed pointers, set only while the handler runs: a thread runs one
-# inline handler at a time, and nothing else runs on that thread meanwhile
-# (an event loop runs its callbacks one after another), so a thread-local
-# store and restore is all it costs.
-cdef extern from *:
-    """
-    #if defined(_MSC_VER)
-    #define FASTRPC_TLS __declspec(thread)
-    #else
-    #define FASTRPC_TLS __thread
-    #endif
-    static FASTRPC_TLS PyObject *fastrpc_inline_frame = NULL;
-    static FASTRPC_TLS PyObject *fastrpc_inline_conn = NULL;
-    static FASTRPC_TLS double fastrpc_inline_arrival = 0.0;
-    """
-    PyObject* fastrpc_inline_frame
-    PyObject* fastrpc_inline_conn
-    double fastrpc_inline_arrival
-
-
-def inline_call():
-    """``(frame, connection, arrival)`` of the sync handler running inline on
-    this thread, or None.  ``arrival`` is the ``time.monotonic()`` of the
-    call's arrival when it has a deadline, else 0.0."""
-    if fastrpc_inline_frame == NULL:
-        return None
-    return (<object>fastrpc_inline_frame, <object>fastrpc_inline_conn, fastrpc_inline_arrival)
-
-
-def run_inline(fn, args, kwargs, frame, conn):
-    """Run a sync handler the Python path dispatches as :func:`inline_call`
-    reports it: ``fn(*args, **kwargs)`` with ``frame``/``conn`` current."""
-    cdef PyObject* prev_frame = fastrpc_inline_frame
-    cdef PyObject* prev_conn = fastrpc_inline_conn
-    cdef double prev_arrival = fastrpc_inline_arrival
-    global fastrpc_inline_frame, fastrpc_inline_conn, fastrpc_inline_arrival
-    fastrpc_inline_frame = <PyObject*>frame
-    fastrpc_inline_conn = <PyObject*>conn
-    fastrpc_inline_arrival = _monotonic() if frame.deadline is not None else 0.0
-    try:
-        if kwargs:
-            return fn(*args, **kwargs)
-        return fn(*args)
-    finally:
-        fastrpc_inline_frame = prev_frame
-        fastrpc_inline_conn = prev_conn
-        fastrpc_inline_arrival = prev_arrival
 
 
 # Small ints are cached objects in CPython: the parser's frame fields are
@@ -114,6 +62,15 @@ cdef enum:
     # Answers buffered past this are written before the next request is
     # handled (server/connection.py's FLUSH_AT, same value).
     FLUSH_AT = 256 * 1024
+
+
+cdef inline void _slot_put(list slot, Py_ssize_t i, object value) noexcept:
+    # slot[i] = value, for the three-item slot current_call() reads (made by
+    # core/context.py, never resized): no bounds check, no generic setitem.
+    cdef PyObject* old = PyList_GET_ITEM(slot, i)
+    Py_INCREF(value)
+    PyList_SET_ITEM(slot, i, value)
+    Py_XDECREF(old)
 
 
 cdef unsigned long long _free_id(unsigned long long last, dict in_flight) except 0:
@@ -193,63 +150,57 @@ cdef class ServerSessionCore(SessionCore):
         cdef FrameWriter w
         cdef list inline = self._inline
         cdef dict calls = self._calls
-        cdef PyObject* prev_frame
-        cdef PyObject* prev_conn
-        cdef double prev_arrival
-        global fastrpc_inline_frame, fastrpc_inline_conn, fastrpc_inline_arrival
+        cdef list slot = self._slot
         if self._backlog is not None or self._draining or inline is None:
             self._received(frames, None)
             return 0
         w = self._writer
-        prev_frame = fastrpc_inline_frame
-        prev_conn = fastrpc_inline_conn
-        prev_arrival = fastrpc_inline_arrival
-        while i < n:
-            f = <Frame>PyList_GET_ITEM(frames, i)
-            if f.type is not REQUEST or f.error is not None or (<int>f.flags) & SLOW_FLAGS:
-                break
-            idx = f.method
-            if idx >= PyList_GET_SIZE(inline):
-                break
-            fn = <object>PyList_GET_ITEM(inline, idx)
-            args = f.value
-            if fn is None or type(args) is not list:
-                break
-            if f.deadline is not None:
-                if f.deadline == 0:
+        if slot is not None:
+            # current_call(): this connection's inline call, noted while it
+            # runs (see core/context.py)
+            _slot_put(slot, 1, self)
+        try:
+            while i < n:
+                f = <Frame>PyList_GET_ITEM(frames, i)
+                if f.type is not REQUEST or f.error is not None or (<int>f.flags) & SLOW_FLAGS:
                     break
-                fastrpc_inline_arrival = _monotonic()
-            rid = f.request_id
-            if calls and rid in calls:
-                break  # protocol error, reported by the Python path
-            i += 1
-            self._last_call = rid
-            fastrpc_inline_frame = <PyObject*>f
-            fastrpc_inline_conn = <PyObject*>self
-            try:
-                result = PyObject_Vectorcall(fn, PySequence_Fast_ITEMS(args), PyList_GET_SIZE(args), NULL)
-            except Exception as exc:
-                fastrpc_inline_frame = prev_frame
-                self._write_exception(rid, self._methods[idx], exc, args, None)
-            else:
-                fastrpc_inline_frame = prev_frame
+                idx = f.method
+                if idx >= PyList_GET_SIZE(inline):
+                    break
+                fn = <object>PyList_GET_ITEM(inline, idx)
+                args = f.value
+                if fn is None or type(args) is not list or (f.deadline is not None and f.deadline == 0):
+                    break
+                rid = f.request_id
+                if calls and rid in calls:
+                    break  # protocol error, reported by the Python path
+                i += 1
+                self._last_call = rid
+                if slot is not None:
+                    _slot_put(slot, 0, f)
+                    if f.deadline is not None:
+                        _slot_put(slot, 2, _monotonic())
                 try:
-                    w._write_frame(RESPONSE, rid, result)
-                except (FrameTooLarge, EncodeError, OverflowError):
-                    self._write_result(rid, self._methods[idx], result)
-            if w._buf.length + w._ref_bytes >= FLUSH_AT:
-                # Large answers leave at once, so that the transport can
-                # say (pause_writing) that the peer is not reading them.
-                self._flush()
-                if self._read_paused:
-                    if i < n:
-                        self._backlog = frames[i:]
-                    break
-        fastrpc_inline_frame = prev_frame
-        fastrpc_inline_conn = prev_conn
-        fastrpc_inline_arrival = prev_arrival
-        if self._backlog is not None:
-            return 0
+                    result = PyObject_Vectorcall(fn, PySequence_Fast_ITEMS(args), PyList_GET_SIZE(args), NULL)
+                except Exception as exc:
+                    self._write_exception(rid, self._methods[idx], exc, args, None)
+                else:
+                    try:
+                        w._write_frame(RESPONSE, rid, result)
+                    except (FrameTooLarge, EncodeError, OverflowError):
+                        self._write_result(rid, self._methods[idx], result)
+                if w._buf.length + w._ref_bytes >= FLUSH_AT:
+                    # Large answers leave at once, so that the transport can
+                    # say (pause_writing) that the peer is not reading them.
+                    self._flush()
+                    if self._read_paused:
+                        if i < n:
+                            self._backlog = frames[i:]
+                        return 0
+        finally:
+            if slot is not None:
+                _slot_put(slot, 0, None)
+                _slot_put(slot, 1, None)
         if i < n:
             self._process(frames, i, None)
         elif w._buf.length and self._transport is not None:

@@ -14,9 +14,8 @@ go to ``_received(frames, error)``, in order.
 from __future__ import annotations
 
 import asyncio
-import threading
 from time import monotonic as _monotonic
-from typing import Any, Callable, List, Optional, Tuple
+from typing import Any, List, Optional
 
 from ..errors import DeadlineExceeded, EncodeError, FrameError, FrameTooLarge, NotProcessed, Unavailable
 from ..wire import constants as W
@@ -29,8 +28,6 @@ __all__ = [
     "SessionCore",
     "SyncClientCore",
     "free_request_id",
-    "inline_call",
-    "run_inline",
 ]
 
 _REQUEST = int(W.MsgType.REQUEST)
@@ -40,38 +37,6 @@ _SLOW_FLAGS = W.FLAG_METHOD_NAME | W.FLAG_KWARGS
 # Answers buffered past this are written before the next request is handled
 # (server/connection.py's FLUSH_AT, same value).
 _FLUSH_AT = 256 * 1024
-
-# The sync handler running inline on this thread, for current_call() (see
-# _cores.pyx, which keeps the same in C thread-local variables).
-_inline = threading.local()
-_inline.frame = None
-
-
-def inline_call() -> Optional[Tuple[Any, Any, float]]:
-    """``(frame, connection, arrival)`` of the sync handler running inline on
-    this thread, or None.  ``arrival`` is the ``time.monotonic()`` of the
-    call's arrival when it has a deadline, else 0.0."""
-    frame = getattr(_inline, "frame", None)
-    if frame is None:
-        return None
-    return frame, _inline.conn, getattr(_inline, "arrival", 0.0)
-
-
-def run_inline(fn: Callable[..., Any], args: Any, kwargs: Any, frame: Any, conn: Any) -> Any:
-    """Run a sync handler the Python path dispatches as :func:`inline_call`
-    reports it: ``fn(*args, **kwargs)`` with ``frame``/``conn`` current."""
-    tls = _inline
-    prev = (getattr(tls, "frame", None), getattr(tls, "conn", None), getattr(tls, "arrival", 0.0))
-    tls.frame = frame
-    tls.conn = conn
-    tls.arrival = _monotonic() if frame.deadline is not None else 0.0
-    try:
-        if kwargs:
-            return fn(*args, **kwargs)
-        return fn(*args)
-    finally:
-        tls.frame, tls.conn, tls.arrival = prev
-
 
 def free_request_id(last: int, in_flight: dict) -> int:
     """The request id after ``last`` (1..2**32-1, wrapping) not in
@@ -91,7 +56,18 @@ class SessionCore:
     ``buffer_updated`` (the asyncio ``BufferedProtocol`` calls, also used by
     the blocking client after ``recv_into``) or ``data_received``; the
     frames go to ``_dispatch``, and a read that breaks the protocol goes,
-    with the frames before the break, to ``_received(frames, error)``."""
+    with the frames before the break, to ``_received(frames, error)``.
+
+    The fields the compiled twin declares in ``_cores.pxd`` start, as there,
+    at their zero values: here as class attributes, so that an instance's
+    ``__dict__`` holds only what was set.  (CPython shares the key table of
+    instance dicts of up to 30 keys and specializes attribute access on
+    them; a connection with more attributes loses that on every access.)
+    """
+
+    _track_seen = False
+    _last_seen = 0.0
+    _ping_sent = False
 
     def get_buffer(self, sizehint: int) -> Any:
         return self._parser.get_buffer(sizehint)
@@ -125,6 +101,10 @@ class SessionCore:
 class ClientSessionCore(SessionCore):
     """The state of the client end of a connection (rules: session.py)."""
 
+    _next_id = 0
+    peer_goaway = False
+    lost_reason: Optional[str] = None
+
 
 class ServerSessionCore(SessionCore):
     """The server end of a connection: requests for sync handlers, by
@@ -139,7 +119,13 @@ class ServerSessionCore(SessionCore):
     answers stay in the writer.
     """
 
+    _transport: Any = None
+    _backlog: Optional[List[Any]] = None
+    _draining = False
+    _last_call = 0
+    _read_paused = False
     _inline: Optional[List[Any]] = None
+    _slot: Optional[List[Any]] = None
 
     def _dispatch(self, frames: List[Any]) -> None:
         inline = self._inline
@@ -148,53 +134,55 @@ class ServerSessionCore(SessionCore):
             return
         calls = self._calls
         w = self._writer
-        tls = _inline
+        slot = self._slot
+        if slot is not None:
+            # current_call(): this connection's inline call, noted while it
+            # runs (see core/context.py)
+            slot[1] = self
         ninline = len(inline)
         i = 0
         n = len(frames)
-        tls.conn = self
-        while i < n:
-            f = frames[i]
-            if f.type != _REQUEST or f.error is not None or f.flags & _SLOW_FLAGS:
-                break
-            idx = f.method
-            if idx >= ninline:
-                break
-            fn = inline[idx]
-            args = f.value
-            if fn is None or type(args) is not list:
-                break
-            if f.deadline is not None:
-                if f.deadline == 0:
+        try:
+            while i < n:
+                f = frames[i]
+                if f.type != _REQUEST or f.error is not None or f.flags & _SLOW_FLAGS:
                     break
-                tls.arrival = _monotonic()
-            rid = f.request_id
-            if calls and rid in calls:
-                break  # protocol error, reported by the Python path
-            i += 1
-            self._last_call = rid
-            tls.frame = f
-            try:
-                result = fn(*args)
-            except Exception as exc:  # noqa: BLE001 - becomes an error status
-                tls.frame = None
-                self._write_exception(rid, self._methods[idx], exc, args, None)
-            else:
-                tls.frame = None
+                idx = f.method
+                if idx >= ninline:
+                    break
+                fn = inline[idx]
+                args = f.value
+                if fn is None or type(args) is not list or (f.deadline is not None and f.deadline == 0):
+                    break
+                rid = f.request_id
+                if calls and rid in calls:
+                    break  # protocol error, reported by the Python path
+                i += 1
+                self._last_call = rid
+                if slot is not None:
+                    slot[0] = f
+                    if f.deadline is not None:
+                        slot[2] = _monotonic()
                 try:
-                    w.write_response(rid, result)
-                except (FrameTooLarge, EncodeError, OverflowError):
-                    self._write_result(rid, self._methods[idx], result)
-            if len(w) >= _FLUSH_AT:
-                # Large answers leave at once, so that the transport can
-                # say (pause_writing) that the peer is not reading them.
-                self._flush()
-                if self._read_paused:
-                    if i < n:
-                        self._backlog = frames[i:]
-                    tls.conn = None
-                    return
-        tls.conn = None
+                    result = fn(*args)
+                except Exception as exc:  # noqa: BLE001 - becomes an error status
+                    self._write_exception(rid, self._methods[idx], exc, args, None)
+                else:
+                    try:
+                        w.write_response(rid, result)
+                    except (FrameTooLarge, EncodeError, OverflowError):
+                        self._write_result(rid, self._methods[idx], result)
+                if len(w) >= _FLUSH_AT:
+                    # Large answers leave at once, so that the transport can
+                    # say (pause_writing) that the peer is not reading them.
+                    self._flush()
+                    if self._read_paused:
+                        if i < n:
+                            self._backlog = frames[i:]
+                        return
+        finally:
+            if slot is not None:
+                slot[0] = slot[1] = None
         if i < n:
             self._process(frames, i, None)
         elif self._transport is not None:
@@ -214,6 +202,12 @@ class AsyncClientCore(ClientSessionCore):
     frames, protocol errors), and ``_expire``, ``_cancel_call``,
     ``_schedule_flush`` and ``drain`` for :meth:`call`.
     """
+
+    _transport: Any = None
+    _flush_handle: Any = None
+    _resend: Any = None
+    _closing = False
+    _write_paused = False
 
     async def call(
         self,

@@ -4,23 +4,26 @@
 calling code runs for, in any handler: sync, async or blocking.  It costs a
 handler nothing until it asks:
 
-* a sync handler runs inline on the event loop's thread; the core notes the
-  frame and the connection in two thread-local slots while it runs (a store
-  and a restore), and the context is built from them only when
-  :func:`current_call` is called;
-* an async handler runs in a task, a blocking one in a thread; each gets its
-  context in a :mod:`contextvars` variable, set when the task or thread job
-  is created (a task already costs far more), so it also reaches what the
-  handler starts from there (tasks it creates, ``contextvars.copy_context``).
+* a sync handler runs inline, on its event loop's thread, while the
+  connection handles a read; each loop has a small *slot* (a list) where
+  the core notes the frame and the connection while the handler runs (two
+  list stores, cleared after the read), and :func:`current_call` builds the
+  context from them only when it is called.  The loop identifies the slot:
+  inline handlers of one loop never overlap;
+* an async handler runs in a task, a blocking one in a pool thread; each
+  gets its context in a :mod:`contextvars` variable, set when the task or
+  thread job is made (a task already costs far more), so what the handler
+  starts from there sees it too (tasks it creates; a thread it starts
+  itself needs ``contextvars.copy_context().run``).
 """
 
 from __future__ import annotations
 
 import contextvars
 import time
-from typing import Any, Dict, Mapping, Optional
-
-from .._impl import inline_call
+import weakref
+from asyncio import _get_running_loop
+from typing import Any, Dict, List, Mapping, Optional
 
 __all__ = ["CallContext", "current_call"]
 
@@ -86,6 +89,20 @@ class CallContext:
         )
 
 
+#: per event loop: [frame, connection, arrival] of the inline call running
+_slots: "weakref.WeakKeyDictionary[Any, List[Any]]" = weakref.WeakKeyDictionary()
+
+
+def inline_slot(loop: Any) -> List[Any]:
+    """The slot where the connections of ``loop`` note their inline call
+    (``[frame, connection, arrival]``; arrival is the ``time.monotonic()``
+    of a call with a deadline)."""
+    slot = _slots.get(loop)
+    if slot is None:
+        slot = _slots[loop] = [None, None, 0.0]
+    return slot
+
+
 #: the context of the async or blocking call the current task or thread runs
 _current: "contextvars.ContextVar[Optional[CallContext]]" = contextvars.ContextVar("fastrpc_call", default=None)
 
@@ -102,10 +119,12 @@ def current_call() -> Optional[CallContext]:
                 log.info("%s from %s, %s s left", call.method, call.peer, call.time_remaining())
                 return a * b
     """
-    inline = inline_call()
-    if inline is not None:
-        frame, conn, arrival = inline
-        return conn.call_context(frame, arrival)
+    loop = _get_running_loop()
+    if loop is not None:
+        slot = _slots.get(loop)
+        if slot is not None and slot[0] is not None:
+            frame, conn, arrival = slot
+            return conn.call_context(frame, arrival)
     return _current.get()
 
 

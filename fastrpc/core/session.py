@@ -42,7 +42,8 @@ override).  Standalone, :meth:`receive_data` feeds bytes and returns them.
 from __future__ import annotations
 
 import time
-from typing import Any, Callable, Dict, List, Optional, Tuple, Union
+from types import MappingProxyType
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, Union
 
 from .._impl import ClientSessionCore, FrameParser, FrameWriter, ServerSessionCore, free_request_id
 from ..errors import (
@@ -297,31 +298,37 @@ class ClientSession(_KeepaliveRule, ClientSessionCore):
     ) -> None:
         self._parser = FrameParser(max_frame_size=max_frame_size)
         self._writer = FrameWriter(max_frame_size=max_frame_size)
-        self._max_frame_size = max_frame_size
         self._clock = clock
-        self._keepalive_interval = keepalive_interval
-        self._keepalive_timeout = keepalive_timeout
         # Only keepalive reads _last_seen: without it a read does not even
         # look at the clock.
         self._track_seen = keepalive_interval is not None
-        self._last_seen = 0.0
-        self._ping_sent = False
-        self._keepalive_queued = False
+        if keepalive_interval is not None:
+            self._keepalive_interval = keepalive_interval
+            self._keepalive_timeout = keepalive_timeout
         self._pending: Dict[int, Any] = {}
         self.methods: Dict[str, int] = {}
         self._next_id = 0
         self.peer_goaway = False
-        self.lost_reason: Optional[str] = None
-        #: GOAWAY's last accepted request id, once the server said it
-        self._goaway_last: Optional[int] = None
-        self._handshaken = False
-        #: the server's handshake map
-        self.server_info: Dict[str, Any] = {}
         self._outbox: List[Tuple[int, int, Any]] = []
-        self._goaway_sent = False
-        self._pings: Dict[int, Any] = {}
-        self._ping_seq = 0
-        self._events: List[Event] = []
+        # (_last_seen, _ping_sent and lost_reason start at their zero
+        # values, in the core.)
+
+    # What a connection rarely reads or changes starts here, at class
+    # level, so that its __dict__ holds only what was set (see
+    # _cores_py.SessionCore); what every call reads is set above, as
+    # instance attributes (the fast kind to read).
+    _keepalive_interval: Optional[float] = None
+    _keepalive_timeout = 20.0
+    _keepalive_queued = False
+    #: GOAWAY's last accepted request id, once the server said it
+    _goaway_last: Optional[int] = None
+    _goaway_sent = False
+    _handshaken = False
+    #: the server's handshake map
+    server_info: Mapping[str, Any] = MappingProxyType({})
+    _pings: Optional[Dict[int, Any]] = None
+    _ping_seq = 0
+    _events: Optional[List[Event]] = None
 
     @property
     def in_flight(self) -> int:
@@ -334,7 +341,7 @@ class ClientSession(_KeepaliveRule, ClientSessionCore):
         """Write the preface and the handshake: the first bytes to send."""
         w = self._writer
         w.write_preface()
-        w.write_frame(HANDSHAKE, 0, {"client": AGENT, "max_frame_size": self._max_frame_size})
+        w.write_frame(HANDSHAKE, 0, {"client": AGENT, "max_frame_size": w.max_frame_size})
 
     def write_outbox(self) -> bool:
         """Write the frames this session decided to send into the writer
@@ -366,14 +373,17 @@ class ClientSession(_KeepaliveRule, ClientSessionCore):
     def receive_data(self, data: bytes) -> List[Event]:
         """Feed bytes read from the server; return the events they caused.
         Calls they answer are completed (see :meth:`_complete`)."""
+        self._events = []
         self.data_received(data)
-        events, self._events = self._events, []
-        return events
+        events, self._events = self._events, None
+        return events or []
 
     def _received(self, frames: List[Any], error: Optional[BaseException]) -> None:
         # What the core did not handle itself.  Drivers override this to act
         # on the events; standalone they are kept for receive_data().
-        self._events.extend(self.handle_frames(frames, error))
+        events = self.handle_frames(frames, error)
+        if self._events is not None:
+            self._events.extend(events)
 
     # -- calls ------------------------------------------------------------------------
 
@@ -420,13 +430,16 @@ class ClientSession(_KeepaliveRule, ClientSessionCore):
     def start_ping(self, handle: Any) -> int:
         """Queue a PING whose PONG completes ``handle``; return its value."""
         self._ping_seq = seq = (self._ping_seq % 0x7FFFFFFF) + 1  # never 0: keepalive's
+        if self._pings is None:
+            self._pings = {}
         self._pings[seq] = handle
         self._outbox.append((PING, 0, seq))
         return seq
 
     def forget_ping(self, seq: int) -> None:
         """The caller of :meth:`start_ping` stopped waiting."""
-        self._pings.pop(seq, None)
+        if self._pings is not None:
+            self._pings.pop(seq, None)
 
     def keepalive_check(self, now: float) -> int:
         """What keepalive asks for at ``now``: :data:`KEEPALIVE_OK`,
@@ -483,7 +496,8 @@ class ClientSession(_KeepaliveRule, ClientSessionCore):
             elif t == PING:
                 self._outbox.append((PONG, 0, f.value))
             elif t == PONG:
-                handle = self._pings.pop(f.value, None) if type(f.value) is int and f.value else None
+                pings = self._pings
+                handle = pings.pop(f.value, None) if pings and type(f.value) is int and f.value else None
                 if handle is not None:
                     self._complete(handle, None, None)
             elif t == HANDSHAKE:
@@ -563,8 +577,8 @@ class ClientSession(_KeepaliveRule, ClientSessionCore):
         (with the first reason given, see :meth:`fail_all`)."""
         self._lose(reason)
         self.fail_all(Unavailable(self.lost_reason))
-        pings, self._pings = self._pings, {}
-        for handle in pings.values():
+        pings, self._pings = self._pings, None
+        for handle in (pings or {}).values():
             self._complete(handle, None, Unavailable(self.lost_reason))
 
     def _complete(self, handle: Any, value: Any, error: Optional[BaseException]) -> None:
@@ -607,24 +621,33 @@ class ServerSession(_KeepaliveRule, ServerSessionCore):
         self._writer = FrameWriter(max_frame_size=max_frame_size)
         self._clock = clock
         self._handshake_info = handshake_info
-        self._handshake_timeout = handshake_timeout
-        self._idle_timeout = idle_timeout
-        self._keepalive_interval = keepalive_interval
-        self._keepalive_timeout = keepalive_timeout
-        # Only an idle timeout or keepalive reads _last_seen: without them
-        # a read does not even look at the clock.
+        # Only what is configured is set (the rest starts at class level:
+        # see ClientSession).  Only an idle timeout or keepalive reads
+        # _last_seen: without them a read does not even look at the clock.
         self._track_seen = idle_timeout is not None or keepalive_interval is not None
-        self._last_seen = 0.0
-        self._ping_sent = False
-        self._connected_at = 0.0
-        self._handshaken = False
+        if handshake_timeout is not None:
+            self._handshake_timeout = handshake_timeout
+        if idle_timeout is not None:
+            self._idle_timeout = idle_timeout
+        if keepalive_interval is not None:
+            self._keepalive_interval = keepalive_interval
+            self._keepalive_timeout = keepalive_timeout
+        # Read on every read of the connection: instance attributes.
+        self._backlog: Optional[List[Any]] = None
         self._draining = False
+        self._read_paused = False
         #: the id of the last request accepted (run or running); GOAWAY
         #: tells the client, which may resend every later one elsewhere
         self._last_call = 0
         self._calls: Dict[int, Any] = {}
-        self._backlog: Optional[List[Any]] = None
-        self._read_paused = False
+
+    _handshake_timeout: Optional[float] = None
+    _idle_timeout: Optional[float] = None
+    _keepalive_interval: Optional[float] = None
+    _keepalive_timeout = 20.0
+    _connected_at = 0.0
+    _handshaken = False
+    _events: Optional[List[Event]] = None
 
     # -- bytes out -----------------------------------------------------------------
 
@@ -647,14 +670,18 @@ class ServerSession(_KeepaliveRule, ServerSessionCore):
         """Standalone use: feed bytes read from the client; return the
         events, requests that may run included (:class:`RequestReceived`).
         Answers are the caller's to write (``_writer.write_response``)."""
-        self._events: List[Event] = []
-        self.data_received(data)
-        events, self._events = self._events, []
+        self._events = events = []
+        try:
+            self.data_received(data)
+        finally:
+            self._events = None
         return events
 
     def _received(self, frames: List[Any], error: Optional[BaseException]) -> None:
         # Standalone only: the server's connection overrides this.
         events = self._events
+        if events is None:
+            events = self._events = []
         for f in frames:
             t = f.type
             if t == REQUEST or t == NOTIFY:

@@ -17,8 +17,8 @@ import time
 import traceback
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Set
 
-from .._impl import Decoder, run_inline
-from ..core.context import CallContext, deadline_from, metadata_of, reset_current, set_current
+from .._impl import Decoder
+from ..core.context import CallContext, deadline_from, inline_slot, metadata_of, reset_current, set_current
 from ..core.session import (
     NOTIFY,
     REQUEST,
@@ -167,14 +167,16 @@ class ServerConnection(ServerSession, BaseProtocol):  # type: ignore[misc]
         self._methods: List[Method] = table.methods
         self._by_name: Dict[str, Method] = table.by_name
         self._inline = table.inline
-        self._max_in_flight = server.max_in_flight
-        self._debug = server.debug
-        #: the parser error of a read held back in the backlog
-        self._pending_error: Optional[BaseException] = None
-        self._timer: Optional[asyncio.TimerHandle] = None
+        self._slot = inline_slot(loop)
         self._notifications: Set[_Call] = set()
-        self._idle_waiter: Optional[asyncio.Future] = None
-        self._peername: Any = None
+
+    # Start values at class level: a connection's __dict__ holds only what
+    # was set (see _cores_py.SessionCore).
+    #: the parser error of a read held back in the backlog
+    _pending_error: Optional[BaseException] = None
+    _timer: Optional[asyncio.TimerHandle] = None
+    _idle_waiter: Optional[asyncio.Future] = None
+    _peername: Any = None
 
     # -- connection life ------------------------------------------------------
 
@@ -256,7 +258,7 @@ class ServerConnection(ServerSession, BaseProtocol):  # type: ignore[misc]
             self._read_paused
             and not self._write_paused
             and self._transport is not None
-            and len(self._calls) + len(self._notifications) < self._max_in_flight
+            and len(self._calls) + len(self._notifications) < self._server.max_in_flight
         ):
             self._read_paused = False
             backlog = self._backlog
@@ -408,14 +410,20 @@ class ServerConnection(ServerSession, BaseProtocol):  # type: ignore[misc]
             return None
         kind = m.kind
         if kind == SYNC:
+            slot = self._slot
+            slot[0], slot[1] = f, self  # for current_call(), as the core does
+            if deadline is not None:
+                slot[2] = time.monotonic()
             try:
-                result = run_inline(m.fn, args, kwargs, f, self)
+                result = m.fn(*args, **kwargs) if kwargs else m.fn(*args)
             except Exception as exc:  # noqa: BLE001 - becomes an error status
                 if notify:
                     log.warning("notification %s failed: %r", m.name, exc)
                 else:
                     self._write_exception(rid, m, exc, args, kwargs)
                 return None
+            finally:
+                slot[0] = slot[1] = None
             if not notify:
                 self._write_result(rid, m, result)
             return None
@@ -444,7 +452,7 @@ class ServerConnection(ServerSession, BaseProtocol):  # type: ignore[misc]
             self._notifications.add(call)
         else:
             self._calls[rid] = call
-        if len(self._calls) + len(self._notifications) >= self._max_in_flight:
+        if len(self._calls) + len(self._notifications) >= self._server.max_in_flight:
             self._pause_reading()
         if deadline is not None:
             call.timer = self._loop.call_later(deadline / 1e6, call.deadline_passed)
@@ -470,7 +478,7 @@ class ServerConnection(ServerSession, BaseProtocol):  # type: ignore[misc]
             code, message, details = _CANCELLED, f"{m.name}: cancelled on the server", None
         else:
             code, message, details = _UNKNOWN, f"{type(exc).__name__}: {exc}", None
-            if self._debug:
+            if self._server.debug:
                 details = {"traceback": "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))}
             log.error("handler %s raised", m.name, exc_info=exc)
         try:

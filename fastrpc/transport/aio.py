@@ -42,13 +42,17 @@ class BaseProtocol(ReadProtocol):  # type: ignore[misc,valid-type]
     ``data_received``) and owns ``_writer``, which this class sends.
     """
 
+    #: set only while a writer waits for the transport to drain
+    _drain_waiter: Optional[asyncio.Future] = None
+
     def _init_transport(self, loop: asyncio.AbstractEventLoop) -> None:
+        # Read on every call: instance attributes (in the compiled build some
+        # of these are fields of the core, which comes first in the MRO).
         self._loop = loop
         self._transport: Optional[asyncio.Transport] = None
         self._flush_handle: Optional[asyncio.Handle] = None
         self._closing = False
         self._write_paused = False
-        self._drain_waiter: Optional[asyncio.Future] = None
 
     # -- asyncio callbacks -------------------------------------------------
 
