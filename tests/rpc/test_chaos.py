@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import random
-import time
 from typing import Any, Dict, List, Tuple
 
 import pytest
@@ -15,7 +14,7 @@ import pytest
 import fastrpc
 
 from chaos import ChaosProxy
-from rpc_support import Arith
+from rpc_support import Arith, ClientKind
 
 
 class Counting(Arith):
@@ -81,10 +80,23 @@ async def _setup() -> Tuple[Counting, fastrpc.Server, ChaosProxy, str]:
 
 
 async def _calls(client, ledger: Ledger, n: int, timeout=None, size=50):
+    # n calls at once (through the sync client: from the executor's threads)
     values = ledger.values(n, size)
     results = await asyncio.gather(
         *[client.call("Arith.echo", v, timeout=timeout) for v in values], return_exceptions=True
     )
+    return values, results
+
+
+async def _calls_in_turn(client, ledger: Ledger, n: int, timeout=None, size=50):
+    # n calls one after another
+    values = ledger.values(n, size)
+    results: List[Any] = []
+    for v in values:
+        try:
+            results.append(await client.call("Arith.echo", v, timeout=timeout))
+        except Exception as exc:  # the ledger checks which kinds are allowed
+            results.append(exc)
     return values, results
 
 
@@ -94,24 +106,18 @@ async def _server_still_serves(proxy: ChaosProxy) -> None:
         assert await direct.call("Arith.multiply", 7, 8) == 56
 
 
-def test_one_byte_fragments_both_ways(run):
+def test_one_byte_fragments_both_ways(run, client_kind):
     async def main():
         service, server, proxy, address = await _setup()
         ledger = Ledger(service)
         proxy.up.fragment = True
         proxy.down.fragment = True
         try:
-            async with fastrpc.AsyncClient(address) as c:
+            async with client_kind.client(address) as c:
                 values, results = await _calls(c, ledger, 100)
                 assert ledger.settle(values, results) == 100
-            # the sync client through the same proxy
-            def sync_side():
-                with fastrpc.Client(address) as sc:
-                    values = ledger.values(20)
-                    return values, [sc.call("Arith.echo", v) for v in values]
-
-            values, results = await asyncio.get_running_loop().run_in_executor(None, sync_side)
-            assert ledger.settle(values, results) == 20
+                values, results = await _calls_in_turn(c, ledger, 20)
+                assert ledger.settle(values, results) == 20
             ledger.check_server()
         finally:
             await proxy.close()
@@ -186,95 +192,77 @@ def _cut_outcomes_checked(ledger: Ledger, proxy: ChaosProxy) -> None:
     assert set(counts) == {"ok", "Unavailable"}, counts
 
 
-@pytest.mark.parametrize("direction", ["up", "down"])
-def test_cut_mid_frame(run, direction):
-    async def main():
-        service, server, proxy, address = await _setup()
-        ledger = Ledger(service)
-        rng = random.Random(7)
-        try:
-            c = fastrpc.AsyncClient(address, backoff=fastrpc.Backoff(base=0.001, maximum=0.01))
-            for _ in range(15):
-                getattr(proxy, direction).cut_after = rng.randrange(30, 3000)
-                # Three waves of 20 concurrent calls per cut setting: a cut
-                # in the request direction takes a whole wave (it goes out
-                # in one write), so the waves before it are answered and
-                # the ones after it go out on a new connection.
-                for _ in range(3):
-                    try:
-                        await c.connect()
-                    except fastrpc.Unavailable:
-                        await asyncio.sleep(0.02)  # the wave fails fast, and is accounted for
-                    used = c._protocol
-                    values, results = await _calls(c, ledger, 20, timeout=5)
-                    ledger.settle(values, results, allow=CUT_FAILS)
-                    # Every call is done: nothing may be left in flight, on
-                    # the connection the calls went out on (cut or not) or
-                    # on the client's current one.
-                    assert used is None or used.in_flight == 0
-                    assert c._protocol is None or c._protocol.in_flight == 0
-            _cut_outcomes_checked(ledger, proxy)
-            getattr(proxy, direction).cut_after = None
-            await asyncio.sleep(0.05)
-            # The same client recovers (bounded: it may be between attempts,
-            # its backoff running)...
-            for _ in range(50):
-                values, results = await _calls(c, ledger, 20, timeout=5)
-                if ledger.settle(values, results, allow=CUT_FAILS) == 20:
-                    break
-                await asyncio.sleep(0.02)
-            else:
-                pytest.fail("never recovered after the cuts")
-            # ...and the server still serves everybody.
-            await _server_still_serves(proxy)
-            ledger.check_server()
+async def _cut_mid_frame(client_kind: ClientKind, direction: str, waves: Tuple[Any, ...]) -> None:
+    service, server, proxy, address = await _setup()
+    ledger = Ledger(service)
+    rng = random.Random(7)
+    cut = getattr(proxy, direction)
+    c = None
+    try:
+        c = await client_kind.open(address, connect=False, backoff=fastrpc.Backoff(base=0.001, maximum=0.01))
+        for _ in range(15):
+            cut.cut_after = rng.randrange(30, 3000)
+            # Three waves of 20 calls per cut setting: a cut in the request
+            # direction takes all of a wave sent in one write, so the waves
+            # before it are answered and the ones after it go out on a new
+            # connection.
+            for wave in waves:
+                used = c.connection()
+                values, results = await wave(c, ledger, 20, timeout=5)
+                if ledger.settle(values, results, allow=CUT_FAILS) == 0:
+                    await asyncio.sleep(0.02)  # not connected: let the backoff run out
+                # Every call is done: nothing may be left in flight, on the
+                # connection the calls went out on (cut or not) or on the
+                # client's current one.
+                for conn in (used, c.connection()):
+                    assert conn is None or c.in_flight(conn) == 0
+        _cut_outcomes_checked(ledger, proxy)
+        cut.cut_after = None
+        await asyncio.sleep(0.05)
+        # The same client recovers (bounded: it may be between attempts, its
+        # backoff running)...
+        for _ in range(50):
+            values, results = await waves[-1](c, ledger, 20, timeout=5)
+            if ledger.settle(values, results, allow=CUT_FAILS) == 20:
+                break
+            await asyncio.sleep(0.02)
+        else:
+            pytest.fail("never recovered after the cuts")
+        # ...and the server still serves everybody.
+        await _server_still_serves(proxy)
+        ledger.check_server()
+    finally:
+        if c is not None:
             await c.close()
-        finally:
-            await proxy.close()
-            await server.shutdown()
-        assert server.connections == 0
-
-    run(main())
+        await proxy.close()
+        await server.shutdown()
+    assert server.connections == 0
 
 
-def test_cut_mid_frame_sync_client(run):
-    async def main():
-        service, server, proxy, address = await _setup()
-        ledger = Ledger(service)
-        rng = random.Random(11)
+@pytest.mark.parametrize("direction", ["up", "down"])
+def test_cut_mid_frame(run, client_kind, direction):
+    # The middle wave is made one call after another, the others all at once.
+    waves = (_calls, _calls_in_turn, _calls)
+    if client_kind.name == "sync":
+        # One call after another only: calls from several threads of one
+        # sync Client hit a known bug at a cut (the xfail test below).
+        waves = (_calls_in_turn,) * 3
+    run(_cut_mid_frame(client_kind, direction, waves))
 
-        def one_call(client):
-            values = ledger.values(1, size=40)
-            try:
-                results = [client.call("Arith.echo", values[0], timeout=5)]
-            except Exception as exc:  # the ledger checks which kinds are allowed
-                results = [exc]
-            return ledger.settle(values, results, allow=CUT_FAILS)
 
-        def sync_side():
-            with fastrpc.Client(address, lazy=True, backoff=fastrpc.Backoff(base=0.001, maximum=0.01)) as client:
-                for i in range(300):
-                    if i % 20 == 0:
-                        proxy.down.cut_after = rng.randrange(30, 2000)
-                    one_call(client)
-                    # The call is done: nothing may be left in flight.
-                    assert client._conn is None or not client._conn.pending
-                _cut_outcomes_checked(ledger, proxy)
-                proxy.down.cut_after = None
-                # The same client recovers (bounded, as above).
-                for _ in range(50):
-                    if sum(one_call(client) for _ in range(20)) == 20:
-                        break
-                    time.sleep(0.02)
-                else:
-                    pytest.fail("never recovered after the cuts")
-
-        try:
-            await asyncio.get_running_loop().run_in_executor(None, sync_side)
-            await _server_still_serves(proxy)
-            ledger.check_server()
-        finally:
-            await proxy.close()
-            await server.shutdown()
-
-    run(main())
+@pytest.mark.xfail(
+    raises=AssertionError,
+    strict=False,  # a race: it fails in some runs only
+    reason=(
+        "known bug in the sync Client: when a thread's send fails at a cut, "
+        "broken() closes the socket while another thread holds recv_lock; "
+        "that thread's _read() then calls sock.settimeout() on the closed "
+        "socket and its call raises a bare OSError(EBADF) instead of "
+        "Unavailable (_set_timeout is outside the OSError handler), or it "
+        "stays blocked in recv_into() (close() does not wake it) until its "
+        "deadline and fails UNAVAILABLE 5 s late"
+    ),
+)
+@pytest.mark.parametrize("direction", ["up", "down"])
+def test_cut_mid_frame_sync_calls_from_threads(run, direction):
+    run(_cut_mid_frame(ClientKind("sync"), direction, (_calls,) * 3))
