@@ -176,39 +176,38 @@ def test_wire_constants_pinned():
     assert (fastrpc.PROTOCOL_MAJOR, fastrpc.PROTOCOL_MINOR) == (1, 1)
 
 
-_SCALARS = [
-    "PROTOCOL_MAJOR", "PROTOCOL_MINOR", "MAGIC", "PREFACE", "PREFACE_SIZE", "HEADER_SIZE", "HEADER_BODY_SIZE",
-    "DEFAULT_MAX_FRAME_SIZE", "MAX_FRAME_SIZE_LIMIT", "MIN_MSG_TYPE", "MAX_MSG_TYPE",
-    "FLAG_METHOD_NAME", "FLAG_DEADLINE", "FLAG_METADATA", "FLAG_KWARGS", "KNOWN_FLAGS", "DEFAULT_MAX_DEPTH",
-    "MAX_REQUEST_ID", "MAX_METHOD_INDEX", "MAX_METHOD_NAME", "MAX_DEADLINE_US",
-]
-_ENUM_PREFIXES = ("", "MSG_", "MSGTYPE_", "MSG_TYPE_", "TYPE_", "T_")
+# What fastrpc/wire/_framing.pxd exposes to Python through ``cpdef enum``:
+# these exact names, each of which must equal fastrpc.wire.constants's value.
+_COMPILED_SCALARS = (
+    "PROTOCOL_MAJOR", "PROTOCOL_MINOR", "PREFACE_SIZE", "HEADER_SIZE", "HEADER_BODY_SIZE",
+    "MIN_MSG_TYPE", "MAX_MSG_TYPE", "MAX_METHOD_INDEX", "MAX_METHOD_NAME",
+    "FLAG_METHOD_NAME", "FLAG_DEADLINE", "FLAG_METADATA", "FLAG_KWARGS", "KNOWN_FLAGS",
+)
 
 
 def test_wire_constants_match_compiled():
-    """If the compiled parser exposes its copy of the wire enum (``cpdef enum``
-    or module constants), every number must equal fastrpc.wire.constants's."""
+    """The compiled parser keeps its own copy of the wire numbers (``cpdef
+    enum`` in _framing.pxd, so that they compile to C constants); every one
+    of them, and every member of its ``MsgType``, must equal
+    fastrpc.wire.constants's.  Names are looked up directly: a renamed or
+    dropped constant fails here instead of being silently left unchecked."""
     try:
         framing = importlib.import_module("fastrpc.wire._framing")
     except ImportError as exc:
+        # Not built: nothing compiled to compare (the CI pass that builds the
+        # extensions sets FASTRPC_REQUIRE_EXTENSIONS, where this is a failure).
         if REQUIRE_EXTENSIONS:
             pytest.fail(f"FASTRPC_REQUIRE_EXTENSIONS=1 but fastrpc.wire._framing does not import: {exc}")
         pytest.skip(f"compiled extensions not available ({exc})")
-    checked = []
-    for name in _SCALARS:
-        if hasattr(framing, name):
-            assert getattr(framing, name) == getattr(W, name), name
-            checked.append(name)
-    for member in W.MsgType:
-        for prefix in _ENUM_PREFIXES:
-            cname = prefix + member.name
-            if hasattr(framing, cname):
-                assert int(getattr(framing, cname)) == member.value, cname
-                checked.append(cname)
-    enum_cls = getattr(framing, "MsgType", None)
-    if enum_cls is not None and enum_cls is not W.MsgType:
-        for member in W.MsgType:
-            assert int(getattr(enum_cls, member.name)) == member.value, f"MsgType.{member.name}"
-            checked.append(f"MsgType.{member.name}")
-    if not checked:
-        pytest.skip("fastrpc.wire._framing does not expose its wire constants to Python (cdef enum only)")
+    compiled = {name: getattr(framing, name) for name in _COMPILED_SCALARS}
+    assert compiled == {name: getattr(W, name) for name in _COMPILED_SCALARS}
+    # No other wire constant is exposed without being compared here
+    # (RECV_BUFFER_SIZE is a buffer size, not a wire number: it must match
+    # the pure twin's instead).
+    exposed = {n for n in dir(framing) if n.isupper() and type(getattr(framing, n)) is int}
+    assert exposed == set(_COMPILED_SCALARS) | {"RECV_BUFFER_SIZE"}
+    assert framing.RECV_BUFFER_SIZE == importlib.import_module("fastrpc.wire._framing_py").RECV_BUFFER_SIZE
+    # The compiled MsgType is a separate enum class (cpdef enum), member for
+    # member the same names and numbers as the Python one, in the same order.
+    assert framing.MsgType is not W.MsgType
+    assert [(m.name, int(m)) for m in framing.MsgType] == [(m.name, m.value) for m in W.MsgType]

@@ -1,4 +1,5 @@
-"""Fixtures for end-to-end tests: every test runs on both event loops.
+"""Fixtures for end-to-end tests: every test runs on both event loops, and
+tests that take ``client_kind`` run once per client kind.
 
 The wire implementation (Cython or pure Python) is the one fastrpc selected
 at import; ci/test.sh runs the whole suite once per implementation.
@@ -12,7 +13,7 @@ from typing import Any, Awaitable, Callable, Optional
 
 import pytest
 
-from rpc_support import ServerProcess, free_port
+from rpc_support import ClientKind, ServerProcess, free_port
 
 LOOPS = ["asyncio"]
 try:
@@ -37,6 +38,18 @@ def _factory(kind: str) -> Callable[[], asyncio.AbstractEventLoop]:
 @pytest.fixture(params=LOOPS)
 def loop_kind(request: Any) -> str:
     return request.param
+
+
+@pytest.fixture(params=["sync", "async"])
+def client_kind(request: Any) -> ClientKind:
+    """Runs one async test body against the blocking ``Client`` (``[sync]``)
+    and the ``AsyncClient`` (``[async]``); ``kind.open(address)`` gives a
+    driver whose ``await c.call(...)`` works the same for both.  Tests that
+    cover the Pool too parametrize it indirectly::
+
+        @pytest.mark.parametrize("client_kind", ["sync", "async", "pool"], indirect=True)
+    """
+    return ClientKind(request.param)
 
 
 @pytest.fixture

@@ -71,19 +71,13 @@ async def _serve(*services, **options):
     return server, address
 
 
-def test_seed_example_async_and_sync(run):
+def test_seed_example(run, client_kind):
     async def main():
         server, address = await _serve(Arith())
         try:
-            async with fastrpc.AsyncClient(address) as client:
+            async with client_kind.client(address) as client:
                 assert await client.call("Arith.multiply", 7, 8) == 56
-                assert await client.proxy("Arith").multiply(7, 8) == 56
-
-            def sync_side():
-                with fastrpc.Client(address) as c:
-                    return c.call("Arith.multiply", 7, 8), c.proxy("Arith").multiply(6, 7)
-
-            assert await asyncio.get_running_loop().run_in_executor(None, sync_side) == (56, 42)
+                assert await client.proxy("Arith").multiply(6, 7) == 42
         finally:
             await server.shutdown()
 
@@ -131,11 +125,11 @@ def test_register_after_start_is_refused(run):
     run(main())
 
 
-def test_error_model(run):
+def test_error_model(run, client_kind):
     async def main():
         server, address = await _serve(Errors(), Arith())
         try:
-            async with fastrpc.AsyncClient(address) as c:
+            async with client_kind.client(address) as c:
                 with pytest.raises(fastrpc.PermissionDenied) as ei:
                     await c.call("Errors.permission")
                 assert ei.value.code == StatusCode.PERMISSION_DENIED
@@ -166,31 +160,10 @@ def test_error_model(run):
                     await c.call("Arith.multiply", 1, 2, 3)
                 with pytest.raises(fastrpc.InvalidArgument):
                     await c.call("Arith.multiply", 1, z=2)
+                with pytest.raises(fastrpc.NotFound):
+                    await c.call("Arith._private")
                 # the connection survives all of it
                 assert await c.call("Arith.multiply", 7, 8) == 56
-        finally:
-            await server.shutdown()
-
-    run(main())
-
-
-def test_sync_client_error_model(run):
-    async def main():
-        server, address = await _serve(Errors(), Arith())
-
-        def sync_side():
-            with fastrpc.Client(address) as c:
-                with pytest.raises(fastrpc.PermissionDenied) as ei:
-                    c.call("Errors.permission")
-                assert ei.value.details == {"owner": "alice"}
-                with pytest.raises(fastrpc.InvalidArgument):
-                    c.call("Arith.multiply", 1)
-                with pytest.raises(fastrpc.NotFound):
-                    c.call("Arith._private")
-                return c.call("Arith.multiply", 7, 8)
-
-        try:
-            assert await asyncio.get_running_loop().run_in_executor(None, sync_side) == 56
         finally:
             await server.shutdown()
 
@@ -248,7 +221,7 @@ def test_kwargs_notify_blocking(run):
     run(main())
 
 
-def test_unix_socket(run):
+def test_unix_socket(run, client_kind):
     async def main():
         with tempfile.TemporaryDirectory() as d:
             path = os.path.join(d, "rpc.sock")
@@ -257,14 +230,9 @@ def test_unix_socket(run):
             address = await server.start(f"unix:{path}")
             assert address == f"unix:{path}"
             try:
-                async with fastrpc.AsyncClient(address) as c:
+                async with client_kind.client(address) as c:
                     assert await c.call("Arith.multiply", 7, 8) == 56
-
-                def sync_side():
-                    with fastrpc.Client(address) as c:
-                        return c.call("Arith.multiply", 3, 3)
-
-                assert await asyncio.get_running_loop().run_in_executor(None, sync_side) == 9
+                    assert await c.call("Arith.multiply", 3, 3, timeout=5) == 9
             finally:
                 await server.shutdown()
             assert not os.path.exists(path)
@@ -346,8 +314,9 @@ def test_responses_of_one_batch_leave_in_one_write(run):
     run(main())
 
 
+@pytest.mark.parametrize("client_kind", ["sync", "async", "pool"], indirect=True)
 @pytest.mark.parametrize("size", [64 * 1024, 3 * 1024 * 1024 + 7])
-def test_large_bytes_both_ways_on_every_client(run, size, tmp_path):
+def test_large_bytes_both_ways_on_every_client(run, size, tmp_path, client_kind):
     """Large bytes values go out by reference (writelines / sendmsg) in both
     directions; they must arrive intact, over TCP and Unix sockets."""
 
@@ -358,20 +327,13 @@ def test_large_bytes_both_ways_on_every_client(run, size, tmp_path):
         blob = bytes(range(256)) * (size // 256) + b"!" * (size % 256)
         try:
             for address in (tcp, unix):
-                async with fastrpc.AsyncClient(address) as client:
-                    results = await asyncio.gather(*(client.call("Arith.echo", [blob, i]) for i in range(4)))
+                async with client_kind.client(address) as c:
+                    # several at once (the sync client: from several threads)
+                    results = await asyncio.gather(*(c.call("Arith.echo", [blob, i]) for i in range(4)))
                     assert results == [[blob, i] for i in range(4)]
-                async with fastrpc.Pool(address, size=2) as pool:
-                    assert await pool.call("Arith.echo", blob) == blob
-
-                def sync_side(address=address):
-                    with fastrpc.Client(address) as c:
-                        assert c.call("Arith.echo", blob) == blob
-                        assert c.call("Arith.echo", [blob, blob], timeout=30) == [blob, blob]
-                        assert c.go("Arith.echo", blob).result(30) == blob
-                    return True
-
-                assert await asyncio.get_running_loop().run_in_executor(None, sync_side)
+                    assert await c.call("Arith.echo", blob) == blob
+                    assert await c.call("Arith.echo", [blob, blob], timeout=30) == [blob, blob]
+                    assert await c.go("Arith.echo", blob) == blob
         finally:
             await server.shutdown()
 

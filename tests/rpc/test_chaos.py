@@ -5,28 +5,71 @@ answered twice, none hangs."""
 from __future__ import annotations
 
 import asyncio
+import collections
 import random
+from typing import Any, Dict, List, Tuple
 
 import pytest
 
 import fastrpc
 
 from chaos import ChaosProxy
-from rpc_support import Arith
-
-TYPED = (fastrpc.Unavailable, fastrpc.DeadlineExceeded)
+from rpc_support import Arith, ClientKind
 
 
 class Counting(Arith):
+    """Counts how many times the server ran each call (by the unique id that
+    every value in these tests starts with)."""
+
     def __init__(self):
-        self.calls = 0
+        self.ran: "collections.Counter[int]" = collections.Counter()
 
     def echo(self, value):
-        self.calls += 1
+        self.ran[value[0]] += 1
         return value
 
 
-async def _setup():
+class Ledger:
+    """What became of every call a test made, each under its own id."""
+
+    def __init__(self, service: Counting) -> None:
+        self.service = service
+        self.outcomes: Dict[int, str] = {}
+        self._next = 0
+
+    def values(self, n: int, size: int = 50) -> List[list]:
+        start, self._next = self._next, self._next + n
+        return [[start + i, "v" * (i % size)] for i in range(n)]
+
+    def settle(self, values: List[list], results: List[Any], allow: Any = ()) -> int:
+        """Record each call's outcome (an answer or the exception it raised);
+        return how many were answered."""
+        assert len(results) == len(values)
+        ok = 0
+        for v, r in zip(values, results):
+            assert v[0] not in self.outcomes  # every call accounted for exactly once
+            if isinstance(r, BaseException):
+                assert isinstance(r, allow), repr(r)  # a typed error this fault may cause
+                self.outcomes[v[0]] = type(r).__name__
+            else:
+                assert r == v, (r, v)  # its own answer, never another call's
+                self.outcomes[v[0]] = "ok"
+                ok += 1
+        return ok
+
+    def count(self) -> "collections.Counter[str]":
+        return collections.Counter(self.outcomes.values())
+
+    def check_server(self) -> None:
+        """The server ran only calls that were made, none of them twice, and
+        every answered call exactly once."""
+        ran = self.service.ran
+        assert set(ran) <= set(self.outcomes)
+        assert {k: n for k, n in ran.items() if n != 1} == {}
+        assert [k for k, o in self.outcomes.items() if o == "ok" and ran[k] != 1] == []
+
+
+async def _setup() -> Tuple[Counting, fastrpc.Server, ChaosProxy, str]:
     service = Counting()
     server = fastrpc.Server()
     server.register(service, name="Arith")
@@ -36,41 +79,46 @@ async def _setup():
     return service, server, proxy, await proxy.start()
 
 
-async def _calls(client, n, timeout=None, size=50):
-    values = [[i, "v" * (i % size)] for i in range(n)]
+async def _calls(client, ledger: Ledger, n: int, timeout=None, size=50):
+    # n calls at once (through the sync client: from the executor's threads)
+    values = ledger.values(n, size)
     results = await asyncio.gather(
         *[client.call("Arith.echo", v, timeout=timeout) for v in values], return_exceptions=True
     )
     return values, results
 
 
-def _check(values, results, allow=()):
-    ok = 0
-    for v, r in zip(values, results):
-        if isinstance(r, BaseException):
-            assert isinstance(r, allow), repr(r)
-        else:
-            assert r == v  # never someone else's answer
-            ok += 1
-    return ok
+async def _calls_in_turn(client, ledger: Ledger, n: int, timeout=None, size=50):
+    # n calls one after another
+    values = ledger.values(n, size)
+    results: List[Any] = []
+    for v in values:
+        try:
+            results.append(await client.call("Arith.echo", v, timeout=timeout))
+        except Exception as exc:  # the ledger checks which kinds are allowed
+            results.append(exc)
+    return values, results
 
 
-def test_one_byte_fragments_both_ways(run):
+async def _server_still_serves(proxy: ChaosProxy) -> None:
+    # A new client straight to the server (not through the proxy).
+    async with fastrpc.AsyncClient("%s:%d" % proxy.target) as direct:
+        assert await direct.call("Arith.multiply", 7, 8) == 56
+
+
+def test_one_byte_fragments_both_ways(run, client_kind):
     async def main():
         service, server, proxy, address = await _setup()
+        ledger = Ledger(service)
         proxy.up.fragment = True
         proxy.down.fragment = True
         try:
-            async with fastrpc.AsyncClient(address) as c:
-                values, results = await _calls(c, 100)
-                assert _check(values, results) == 100
-            # the sync client through the same proxy
-            def sync_side():
-                with fastrpc.Client(address) as sc:
-                    return [sc.call("Arith.echo", [i, "abc"]) for i in range(20)]
-
-            got = await asyncio.get_running_loop().run_in_executor(None, sync_side)
-            assert got == [[i, "abc"] for i in range(20)]
+            async with client_kind.client(address) as c:
+                values, results = await _calls(c, ledger, 100)
+                assert ledger.settle(values, results) == 100
+                values, results = await _calls_in_turn(c, ledger, 20)
+                assert ledger.settle(values, results) == 20
+            ledger.check_server()
         finally:
             await proxy.close()
             await server.shutdown()
@@ -81,17 +129,19 @@ def test_one_byte_fragments_both_ways(run):
 def test_delay_and_deadlines(run):
     async def main():
         service, server, proxy, address = await _setup()
+        ledger = Ledger(service)
         try:
             async with fastrpc.AsyncClient(address) as c:
                 proxy.down.delay = 0.05
-                values, results = await _calls(c, 50, timeout=5)
-                assert _check(values, results) == 50
-                values, results = await _calls(c, 50, timeout=0.01)
-                assert _check(values, results, allow=fastrpc.DeadlineExceeded) == 0
+                values, results = await _calls(c, ledger, 50, timeout=5)
+                assert ledger.settle(values, results) == 50
+                values, results = await _calls(c, ledger, 50, timeout=0.01)
+                assert ledger.settle(values, results, allow=fastrpc.DeadlineExceeded) == 0
                 proxy.down.delay = 0
                 await asyncio.sleep(0.2)  # late answers of expired calls arrive and are dropped
-                values, results = await _calls(c, 50, timeout=5)
-                assert _check(values, results) == 50
+                values, results = await _calls(c, ledger, 50, timeout=5)
+                assert ledger.settle(values, results) == 50
+            ledger.check_server()
         finally:
             await proxy.close()
             await server.shutdown()
@@ -102,94 +152,117 @@ def test_delay_and_deadlines(run):
 def test_stall_then_resume(run):
     async def main():
         service, server, proxy, address = await _setup()
+        ledger = Ledger(service)
         try:
             async with fastrpc.AsyncClient(address) as c:
                 proxy.down.stall()
-                values, results = await _calls(c, 30, timeout=0.3)
-                assert _check(values, results, allow=fastrpc.DeadlineExceeded) == 0
+                values, results = await _calls(c, ledger, 30, timeout=0.3)
+                assert ledger.settle(values, results, allow=fastrpc.DeadlineExceeded) == 0
                 proxy.down.resume()
-                values, results = await _calls(c, 30, timeout=5)
-                assert _check(values, results) == 30
+                values, results = await _calls(c, ledger, 30, timeout=5)
+                assert ledger.settle(values, results) == 30
                 # stall the request direction: the server never sees the calls
                 proxy.up.stall()
-                values, results = await _calls(c, 30, timeout=0.3)
-                assert _check(values, results, allow=fastrpc.DeadlineExceeded) == 0
+                values, results = await _calls(c, ledger, 30, timeout=0.3)
+                assert ledger.settle(values, results, allow=fastrpc.DeadlineExceeded) == 0
                 proxy.up.resume()
-                values, results = await _calls(c, 30, timeout=5)
-                assert _check(values, results) == 30
+                values, results = await _calls(c, ledger, 30, timeout=5)
+                assert ledger.settle(values, results) == 30
+            ledger.check_server()
         finally:
             await proxy.close()
             await server.shutdown()
 
     run(main())
+
+
+# A cut fails the calls in flight on that connection at once, with
+# UNAVAILABLE.  DEADLINE_EXCEEDED is not accepted in the cut tests: with a
+# 5 s deadline it could only come from a call left hanging after a cut.
+CUT_FAILS = fastrpc.Unavailable
+
+
+def _cut_outcomes_checked(ledger: Ledger, proxy: ChaosProxy) -> None:
+    # The faults really happened, with calls in flight: some calls were
+    # answered and some failed, not all one way.
+    counts = ledger.count()
+    assert proxy.cuts >= 5 and counts["ok"] > 0 and counts["Unavailable"] > 0, (proxy.cuts, counts)
+    # Plain UNAVAILABLE only: no GOAWAY was said, so no call may claim the
+    # server never read it (NotProcessed, a subclass, would be a lie).
+    assert set(counts) == {"ok", "Unavailable"}, counts
+
+
+async def _cut_mid_frame(client_kind: ClientKind, direction: str, waves: Tuple[Any, ...]) -> None:
+    service, server, proxy, address = await _setup()
+    ledger = Ledger(service)
+    rng = random.Random(7)
+    cut = getattr(proxy, direction)
+    c = None
+    try:
+        c = await client_kind.open(address, connect=False, backoff=fastrpc.Backoff(base=0.001, maximum=0.01))
+        for _ in range(15):
+            cut.cut_after = rng.randrange(30, 3000)
+            # Three waves of 20 calls per cut setting: a cut in the request
+            # direction takes all of a wave sent in one write, so the waves
+            # before it are answered and the ones after it go out on a new
+            # connection.
+            for wave in waves:
+                used = c.connection()
+                values, results = await wave(c, ledger, 20, timeout=5)
+                if ledger.settle(values, results, allow=CUT_FAILS) == 0:
+                    await asyncio.sleep(0.02)  # not connected: let the backoff run out
+                # Every call is done: nothing may be left in flight, on the
+                # connection the calls went out on (cut or not) or on the
+                # client's current one.
+                for conn in (used, c.connection()):
+                    assert conn is None or c.in_flight(conn) == 0
+        _cut_outcomes_checked(ledger, proxy)
+        cut.cut_after = None
+        await asyncio.sleep(0.05)
+        # The same client recovers (bounded: it may be between attempts, its
+        # backoff running)...
+        for _ in range(50):
+            values, results = await waves[-1](c, ledger, 20, timeout=5)
+            if ledger.settle(values, results, allow=CUT_FAILS) == 20:
+                break
+            await asyncio.sleep(0.02)
+        else:
+            pytest.fail("never recovered after the cuts")
+        # ...and the server still serves everybody.
+        await _server_still_serves(proxy)
+        ledger.check_server()
+    finally:
+        if c is not None:
+            await c.close()
+        await proxy.close()
+        await server.shutdown()
+    assert server.connections == 0
 
 
 @pytest.mark.parametrize("direction", ["up", "down"])
-def test_cut_mid_frame(run, direction):
-    async def main():
-        service, server, proxy, address = await _setup()
-        rng = random.Random(7)
-        try:
-            c = fastrpc.AsyncClient(address, backoff=fastrpc.Backoff(base=0.001, maximum=0.01))
-            for _ in range(15):
-                getattr(proxy, direction).cut_after = rng.randrange(30, 3000)
-                try:
-                    await c.connect()
-                except fastrpc.Unavailable:
-                    await asyncio.sleep(0.02)
-                    continue
-                values, results = await _calls(c, 60, timeout=5)
-                _check(values, results, allow=TYPED)
-                # after a cut every call in flight has ended, none hangs
-                if c.endpoint.connection is not None:
-                    assert c.endpoint.connection.in_flight <= 60
-            getattr(proxy, direction).cut_after = None
-            await asyncio.sleep(0.05)
-            for _ in range(50):
-                try:
-                    values, results = await _calls(c, 20, timeout=5)
-                    if _check(values, results, allow=TYPED) == 20:
-                        break
-                except fastrpc.Unavailable:
-                    pass
-                await asyncio.sleep(0.02)
-            else:
-                pytest.fail("never recovered after the cuts")
-            assert proxy.cuts >= 5
-            await c.close()
-        finally:
-            await proxy.close()
-            await server.shutdown()
-        assert server.connections == 0
-
-    run(main())
+def test_cut_mid_frame(run, client_kind, direction):
+    # The middle wave is made one call after another, the others all at once.
+    waves = (_calls, _calls_in_turn, _calls)
+    if client_kind.name == "sync":
+        # One call after another only: calls from several threads of one
+        # sync Client hit a known bug at a cut (the xfail test below).
+        waves = (_calls_in_turn,) * 3
+    run(_cut_mid_frame(client_kind, direction, waves))
 
 
-def test_cut_mid_frame_sync_client(run):
-    async def main():
-        service, server, proxy, address = await _setup()
-        rng = random.Random(11)
-
-        def sync_side():
-            client = fastrpc.Client(address, lazy=True, backoff=fastrpc.Backoff(base=0.001, maximum=0.01))
-            outcomes = {"ok": 0, "typed": 0}
-            for i in range(300):
-                if i % 20 == 0:
-                    proxy.down.cut_after = rng.randrange(30, 2000)
-                try:
-                    assert client.call("Arith.echo", [i, "x" * (i % 40)], timeout=5) == [i, "x" * (i % 40)]
-                    outcomes["ok"] += 1
-                except TYPED:
-                    outcomes["typed"] += 1
-            client.close()
-            return outcomes
-
-        try:
-            outcomes = await asyncio.get_running_loop().run_in_executor(None, sync_side)
-            assert outcomes["ok"] + outcomes["typed"] == 300
-            assert outcomes["ok"] > 0 and outcomes["typed"] > 0
-        finally:
-            await proxy.close()
-            await server.shutdown()
-
-    run(main())
+@pytest.mark.xfail(
+    raises=AssertionError,
+    strict=False,  # a race: it fails in some runs only
+    reason=(
+        "known bug in the sync Client: when a thread's send fails at a cut, "
+        "broken() closes the socket while another thread holds recv_lock; "
+        "that thread's _read() then calls sock.settimeout() on the closed "
+        "socket and its call raises a bare OSError(EBADF) instead of "
+        "Unavailable (_set_timeout is outside the OSError handler), or it "
+        "stays blocked in recv_into() (close() does not wake it) until its "
+        "deadline and fails UNAVAILABLE 5 s late"
+    ),
+)
+@pytest.mark.parametrize("direction", ["up", "down"])
+def test_cut_mid_frame_sync_calls_from_threads(run, direction):
+    run(_cut_mid_frame(ClientKind("sync"), direction, (_calls,) * 3))

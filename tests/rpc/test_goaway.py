@@ -249,19 +249,9 @@ def _goaway_on_connection(n: int, last: Callable[[Any], Any], then_close: bool =
     return on_request
 
 
-async def _open(kind: str, address: str):
-    if kind == "AsyncClient":
-        return await fastrpc.connect(address)
-    pool = fastrpc.Pool(address, size=2)
-    await pool.start()
-    for _ in range(100):  # both connections up, so the resend has another one
-        if pool.connected == 2:
-            break
-        await asyncio.sleep(0.01)
-    return pool
-
-
-KINDS = ["AsyncClient", "Pool"]
+# Every client; a Pool is opened with both of its connections up, so that
+# a resent call has another one to go to.
+ALL_CLIENTS = pytest.mark.parametrize("client_kind", ["sync", "async", "pool"], indirect=True)
 
 
 async def _calls(client: Any, n: int = 4, timeout: Optional[float] = None) -> List[Any]:
@@ -276,21 +266,25 @@ async def _calls(client: Any, n: int = 4, timeout: Optional[float] = None) -> Li
     return out
 
 
-@pytest.mark.parametrize("kind", KINDS)
+@ALL_CLIENTS
 @pytest.mark.parametrize("timeout", [None, 5.0])
 @pytest.mark.parametrize("then", ["close", "refuse"])
-def test_async_call_not_read_is_resent(run, kind, timeout, then):
+def test_call_not_read_is_resent(run, client_kind, timeout, then):
     # Connection 0 leaves just as its second call reaches it, naming the
     # call before as its last: the second call never ran and goes again on
     # another connection.  "refuse": the server keeps the connection open
-    # and answers the call UNAVAILABLE after its GOAWAY.
+    # and answers the call UNAVAILABLE after its GOAWAY.  (timeout None:
+    # the sync client's plain fast path; 5.0: its general path.)
     async def main():
         srv = ScriptedServer(_goaway_on_connection(0, lambda f: f.request_id - 1, then_close=then == "close"))
         address = await srv.start()
-        client = await _open(kind, address)
+        client = await client_kind.open(address)
         try:
             assert await _calls(client, timeout=timeout) == [0, 5, 10, 15]
-            assert [c for c, _ in srv.requests].count(0) == 2 and len(srv.requests) == 5
+            conns = [c for c, _ in srv.requests]
+            assert conns.count(0) == 2 and len(srv.requests) == 5
+            if client_kind.name != "pool":  # one connection at a time: in order
+                assert conns == [0, 0, 1, 1, 1]
         finally:
             await client.close()
             await srv.stop()
@@ -298,21 +292,23 @@ def test_async_call_not_read_is_resent(run, kind, timeout, then):
     run(main())
 
 
-@pytest.mark.parametrize("kind", KINDS)
+@ALL_CLIENTS
 @pytest.mark.parametrize("last", ["this call", "no field"])
-def test_async_call_the_server_may_have_run_is_not_resent(run, kind, last):
+def test_call_the_server_may_have_run_is_not_resent(run, client_kind, last):
     # GOAWAY names this very call as accepted (or, from an older peer, names
     # none): it may have run, so it fails UNAVAILABLE and is not resent.
     async def main():
         pick = (lambda f: f.request_id) if last == "this call" else (lambda f: None)
         srv = ScriptedServer(_goaway_on_connection(0, pick))
         address = await srv.start()
-        client = await _open(kind, address)
+        client = await client_kind.open(address)
         try:
             results = await _calls(client)
             failed = [r for r in results if isinstance(r, BaseException)]
             assert len(failed) == 1 and type(failed[0]) is Unavailable
             assert len(srv.requests) == 4
+            if client_kind.name != "pool":  # the second call, on connection 0
+                assert results[1] is failed[0] and [c for c, _ in srv.requests] == [0, 0, 1, 1]
         finally:
             await client.close()
             await srv.stop()
@@ -326,15 +322,20 @@ async def _always_leave(conn: ScriptedConn, f: Any) -> None:
     conn.close()
 
 
-def test_async_resend_happens_once(run):
+def test_resend_happens_once(run, client_kind):
+    # Every connection says GOAWAY (having accepted nothing) to its request:
+    # a call and a go() call are each sent twice, then fail NotProcessed.
     async def main():
         srv = ScriptedServer(_always_leave)
         address = await srv.start()
-        client = await fastrpc.connect(address)
+        client = await client_kind.open(address)
         try:
             with pytest.raises(NotProcessed):
                 await client.call("Arith.multiply", 4, 5)
             assert len(srv.requests) == 2
+            with pytest.raises(NotProcessed):
+                await client.go("Arith.multiply", 4, 5)
+            assert len(srv.requests) == 4
         finally:
             await client.close()
             await srv.stop()
@@ -368,48 +369,6 @@ def test_async_resend_keeps_the_deadline(run):
     run(main())
 
 
-@pytest.mark.parametrize("timeout", [None, 5.0])
-def test_sync_call_not_read_is_resent(run, timeout):
-    async def main():
-        srv = ScriptedServer(_goaway_on_connection(0, lambda f: f.request_id - 1))
-        address = await srv.start()
-
-        def sync_side():
-            with fastrpc.Client(address) as c:
-                return c.call("Arith.multiply", 2, 3, timeout=timeout), c.call("Arith.multiply", 4, 5, timeout=timeout)
-
-        try:
-            assert await asyncio.get_running_loop().run_in_executor(None, sync_side) == (6, 20)
-            assert [c for c, _ in srv.requests] == [0, 0, 1]
-        finally:
-            await srv.stop()
-
-    run(main())
-
-
-@pytest.mark.parametrize("last", ["this call", "no field"])
-def test_sync_call_the_server_may_have_run_is_not_resent(run, last):
-    async def main():
-        pick = (lambda f: f.request_id) if last == "this call" else (lambda f: None)
-        srv = ScriptedServer(_goaway_on_connection(0, pick))
-        address = await srv.start()
-
-        def sync_side():
-            with fastrpc.Client(address) as c:
-                assert c.call("Arith.multiply", 2, 3) == 6
-                with pytest.raises(Unavailable) as info:
-                    c.call("Arith.multiply", 4, 5)
-                return type(info.value)
-
-        try:
-            assert await asyncio.get_running_loop().run_in_executor(None, sync_side) is Unavailable
-            assert len(srv.requests) == 2
-        finally:
-            await srv.stop()
-
-    run(main())
-
-
 def test_sync_go_call_not_read_is_resent(run):
     async def main():
         srv = ScriptedServer(_goaway_on_connection(0, lambda f: f.request_id - 1))
@@ -424,27 +383,6 @@ def test_sync_go_call_not_read_is_resent(run):
         try:
             await asyncio.get_running_loop().run_in_executor(None, sync_side)
             assert [c for c, _ in srv.requests] == [0, 0, 1, 1]
-        finally:
-            await srv.stop()
-
-    run(main())
-
-
-def test_sync_resend_happens_once(run):
-    async def main():
-        srv = ScriptedServer(_always_leave)
-        address = await srv.start()
-
-        def sync_side():
-            with fastrpc.Client(address) as c:
-                with pytest.raises(NotProcessed):
-                    c.call("Arith.multiply", 4, 5)
-                with pytest.raises(NotProcessed):
-                    c.go("Arith.multiply", 4, 5).result(5)
-
-        try:
-            await asyncio.get_running_loop().run_in_executor(None, sync_side)
-            assert len(srv.requests) == 4
         finally:
             await srv.stop()
 
