@@ -211,9 +211,11 @@ class SyncConnection(SyncClientCore, ClientSession):  # type: ignore[misc]
     def _read(self, deadline: Optional[float], handshake: bool = False) -> bool:
         """Read once and hand what came to the session; False if
         ``deadline`` passed first."""
+        if not self.alive:
+            return True  # broken by another thread: every call has failed
         keepalive = self.keepalive_interval is not None and not handshake
+        timeout = None
         if deadline is not None or keepalive:
-            timeout = None
             if deadline is not None:
                 timeout = deadline - time.monotonic()
                 if timeout <= 0:
@@ -223,14 +225,14 @@ class SyncConnection(SyncClientCore, ClientSession):  # type: ignore[misc]
                 # the server has been silent too long.  A fixed value:
                 # settimeout() costs a syscall only when it changes.
                 timeout = self.keepalive_interval
-            self._set_timeout(timeout)
-        else:
-            self._set_timeout(None)
         # Read straight into the parser's memory (a large frame lands in
         # place); recv() of a fresh bytes object per call would also cost an
         # allocation, and an mmap/munmap pair for big reads.
         buf = self.get_buffer(-1)
         try:
+            # Inside the try: another thread may have closed the socket
+            # (broken()) since the check above.
+            self._set_timeout(timeout)
             n = self.sock.recv_into(buf)
         except socket.timeout:
             if handshake:
@@ -310,6 +312,12 @@ class SyncConnection(SyncClientCore, ClientSession):  # type: ignore[misc]
         if not self.alive:
             return
         self.alive = False
+        try:
+            # shutdown() first: it wakes a thread blocked in recv_into() on
+            # this socket (close() alone does not), which then sees the end.
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
         try:
             self.sock.close()
         except OSError:  # pragma: no cover

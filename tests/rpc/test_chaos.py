@@ -243,26 +243,13 @@ async def _cut_mid_frame(client_kind: ClientKind, direction: str, waves: Tuple[A
 def test_cut_mid_frame(run, client_kind, direction):
     # The middle wave is made one call after another, the others all at once.
     waves = (_calls, _calls_in_turn, _calls)
-    if client_kind.name == "sync":
-        # One call after another only: calls from several threads of one
-        # sync Client hit a known bug at a cut (the xfail test below).
-        waves = (_calls_in_turn,) * 3
     run(_cut_mid_frame(client_kind, direction, waves))
 
 
-@pytest.mark.xfail(
-    raises=AssertionError,
-    strict=False,  # a race: it fails in some runs only
-    reason=(
-        "known bug in the sync Client: when a thread's send fails at a cut, "
-        "broken() closes the socket while another thread holds recv_lock; "
-        "that thread's _read() then calls sock.settimeout() on the closed "
-        "socket and its call raises a bare OSError(EBADF) instead of "
-        "Unavailable (_set_timeout is outside the OSError handler), or it "
-        "stays blocked in recv_into() (close() does not wake it) until its "
-        "deadline and fails UNAVAILABLE 5 s late"
-    ),
-)
 @pytest.mark.parametrize("direction", ["up", "down"])
 def test_cut_mid_frame_sync_calls_from_threads(run, direction):
+    # Calls from several threads of one Client: when one thread's send
+    # fails at the cut, the thread reading the socket must end at once with
+    # UNAVAILABLE (it once got a bare OSError from settimeout() on the
+    # closed socket, or stayed blocked in recv_into() until its deadline).
     run(_cut_mid_frame(ClientKind("sync"), direction, (_calls,) * 3))
