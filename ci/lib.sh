@@ -54,3 +54,8 @@ assert names == ["uvloop"], f"runtime requirements should be uvloop alone, not {
 print("runtime requirements:", core)
 PYEOF
 }
+
+# seconds_since START: whole seconds elapsed since START (a `date +%s`).
+seconds_since() {
+    echo $(( $(date +%s) - $1 ))
+}

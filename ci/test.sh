@@ -17,7 +17,11 @@
 #   5. the soak, reduced form;
 #   6. the micro-benchmarks (smoke run) and their ratios;
 #   7. the per-call CPU tool (smoke run), both builds;
-#   8. the head-to-head tool (smoke run).
+#   8. the head-to-head tool (smoke run);
+#   9. ci/pythons.sh: the oldest and newest CPython pyenv provides (3.9 and
+#      3.13 on CI), each on a Cython build and a pure build in fresh venvs:
+#      the compiled-modules check, then the suite in reduced form (see the
+#      header of ci/pythons.sh).  All of its passes run even if one fails.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . ci/lib.sh
@@ -65,3 +69,6 @@ FASTRPC_NO_EXTENSIONS=1 "$PY" -m benchmarks.overhead --quick
 
 echo "== head-to-head tool (smoke run)"
 "$PY" -m benchmarks.versus "fastrpc Cython: Client (sync)" "floor (uvloop)" --pairs 2 --duration 0.1
+
+# Step 9: its own headers, venvs and summary.
+bash "$ROOT/ci/pythons.sh"
