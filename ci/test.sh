@@ -1,11 +1,30 @@
 #!/usr/bin/env bash
-# Everything CI does, from a fresh clone: a venv, an install with the Cython
-# extensions, a check that the compiled modules are the ones loaded, the test
-# suite, then the suite again on the pure-Python fallback, then the soak, the
-# micro-benchmarks and the benchmark tools once in quick mode.  Exits
-# non-zero on any failure.
+# Everything CI does, from a fresh clone, in this order (each step prints a
+# `== ...` header; any failure makes the script exit non-zero):
+#
+#   1. a venv (.venv-ci) with the default python3 and a non-editable install
+#      of ".[test]" with the Cython extensions;
+#   2. a check that the compiled modules are the ones loaded and that uvloop
+#      is the only runtime dependency;
+#   3. the whole test suite on the Cython build (every wire and core test on
+#      both implementations; mutation fuzz 150,000 inputs per implementation
+#      plus 150,000 compared across both);
+#   4. the part of the suite that depends on the build, on the pure-Python
+#      fallback (FASTRPC_NO_EXTENSIONS=1): connection cores, implementation
+#      choice, layers and every end-to-end test.  The wire twins' tests
+#      (ci/lib.sh, WIRE_TWIN_TESTS) import both implementations by name and
+#      ran on both in step 3, so each test runs once per build;
+#   5. the soak, reduced form;
+#   6. the micro-benchmarks (smoke run) and their ratios;
+#   7. the per-call CPU tool (smoke run), both builds;
+#   8. the head-to-head tool (smoke run);
+#   9. ci/pythons.sh: the oldest and newest CPython pyenv provides (3.9 and
+#      3.13 on CI), each on a Cython build and a pure build in fresh venvs:
+#      the compiled-modules check, then the suite in reduced form (see the
+#      header of ci/pythons.sh).  All of its passes run even if one fails.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. ci/lib.sh
 
 PYTHON=${PYTHON:-python3}
 VENV=${FASTRPC_VENV:-.venv-ci}
@@ -27,20 +46,15 @@ trap 'rm -rf "$RUN"' EXIT
 cp -r tests benchmarks pyproject.toml "$RUN"/
 cd "$RUN"
 
-echo "== checking that the compiled extensions are installed and loaded"
-FASTRPC_REQUIRE_EXTENSIONS=1 "$PY" - <<'PYEOF'
-import fastrpc, fastrpc.wire._codec, fastrpc.wire._framing, fastrpc.core._cores, fastrpc._impl
-assert fastrpc.EXTENSIONS_ACTIVE, "compiled modules not active"
-assert fastrpc.FrameParser is fastrpc.wire._framing.FrameParser
-assert fastrpc._impl.ServerSessionCore is fastrpc.core._cores.ServerSessionCore
-print("extensions active:", fastrpc.wire._codec.__file__, fastrpc.wire._framing.__file__, fastrpc.core._cores.__file__)
-PYEOF
+echo "== checking that the compiled extensions are installed and loaded, and that uvloop is the only runtime dependency"
+check_compiled "$PY"
+check_requirements "$PY"
 
 echo "== test suite, Cython build (mutation fuzz: 150,000 inputs per implementation, plus 150,000 compared across both)"
 FASTRPC_REQUIRE_EXTENSIONS=1 FASTRPC_FUZZ_ITERATIONS=150000 "$PY" -m pytest -q -p no:cacheprovider tests
 
-echo "== test suite, pure-Python fallback (FASTRPC_NO_EXTENSIONS=1)"
-FASTRPC_NO_EXTENSIONS=1 "$PY" -m pytest -q -p no:cacheprovider tests
+echo "== test suite, pure-Python fallback (FASTRPC_NO_EXTENSIONS=1): cores, implementation choice, layers, end-to-end (the wire twins' tests ran above)"
+FASTRPC_NO_EXTENSIONS=1 "$PY" -m pytest -q -p no:cacheprovider "${PURE_PASS_ARGS[@]}"
 
 echo "== soak, reduced form: 2,000 concurrent connections, 100,000 calls from 2 processes"
 "$PY" -m benchmarks.soak --connections 2000 --calls 100000 --processes 2
@@ -55,3 +69,6 @@ FASTRPC_NO_EXTENSIONS=1 "$PY" -m benchmarks.overhead --quick
 
 echo "== head-to-head tool (smoke run)"
 "$PY" -m benchmarks.versus "fastrpc Cython: Client (sync)" "floor (uvloop)" --pairs 2 --duration 0.1
+
+# Step 9: its own headers, venvs and summary.
+bash "$ROOT/ci/pythons.sh"
