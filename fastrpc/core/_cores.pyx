@@ -205,7 +205,7 @@ cdef class ServerSessionCore(SessionCore):
             self._process(frames, i, None)
         elif w._buf.length and self._transport is not None:
             if w._ref_bytes:
-                self._transport.writelines(w._take_chunks())
+                self._write_chunks(w._take_chunks())
             else:
                 self._transport.write(w._take_buffer())
         return 0
@@ -248,7 +248,7 @@ cdef class AsyncClientCore(ClientSessionCore):
             # one loop iteration later; with calls in flight, writes made in
             # the same tick are coalesced into one.
             if writer._ref_bytes:
-                self._transport.writelines(writer._take_chunks())
+                self._write_chunks(writer._take_chunks())
             else:
                 self._transport.write(writer._take_buffer())
             # The future goes in after the write, off the path the answer

@@ -187,7 +187,7 @@ class ServerSessionCore(SessionCore):
             self._process(frames, i, None)
         elif self._transport is not None:
             if w.chunked:
-                self._transport.writelines(w.take_chunks())
+                self._write_chunks(w.take_chunks())
             else:
                 data = w.take_buffer()  # b"" when nothing was answered (notifications)
                 if data:
@@ -246,7 +246,7 @@ class AsyncClientCore(ClientSessionCore):
             # one loop iteration later; with calls in flight, writes made in
             # the same tick are coalesced into one.
             if writer.chunked:
-                self._transport.writelines(writer.take_chunks())
+                self._write_chunks(writer.take_chunks())
             else:
                 self._transport.write(writer.take_buffer())
             # The future goes in after the write, off the path the answer

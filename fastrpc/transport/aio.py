@@ -13,12 +13,19 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from typing import Optional
+import sys
+from typing import Any, List, Optional
 
 from .._impl import ReadProtocol
 from ..errors import Unavailable
 
 __all__ = ["BaseProtocol", "set_nodelay"]
+
+#: CPython 3.12.0-3.12.8 and 3.13.0-3.13.1: the stdlib selector transport's
+#: writelines() buffers without ever pausing the protocol (gh-127655), so a
+#: server writing large answers to a client that does not read them would
+#: buffer without bound.  On those versions, pause it as the fix does.
+_WRITELINES_SKIPS_PAUSE = (3, 12, 0) <= sys.version_info[:3] < (3, 12, 9) or (3, 13, 0) <= sys.version_info[:3] < (3, 13, 2)
 
 
 def set_nodelay(transport: asyncio.BaseTransport) -> None:
@@ -90,11 +97,21 @@ class BaseProtocol(ReadProtocol):  # type: ignore[misc,valid-type]
         w = self._writer
         if transport is not None and len(w):
             if w.chunked:
-                # Large bytes values go out by reference (uvloop writes
-                # them with one writev, no copy).
-                transport.writelines(w.take_chunks())
+                self._write_chunks(w.take_chunks())
             else:
                 transport.write(w.take_buffer())
+
+    def _write_chunks(self, chunks: List[Any]) -> None:
+        """Write frames that hold large ``bytes`` values by reference (uvloop
+        writes them with one writev, no copy).  The cores call this too."""
+        transport = self._transport
+        transport.writelines(chunks)  # type: ignore[union-attr]
+        if _WRITELINES_SKIPS_PAUSE:
+            # See _WRITELINES_SKIPS_PAUSE: do what the fixed writelines()
+            # does, so that a peer that does not read is noticed.
+            pause = getattr(transport, "_maybe_pause_protocol", None)
+            if pause is not None:
+                pause()
 
     def _schedule_flush(self) -> None:
         if self._flush_handle is None:

@@ -40,15 +40,23 @@ class Errors:
 class Misc:
     def __init__(self):
         self.notes = []
-        self.noted = asyncio.Event()
+        self._noted = None
         self.threads = []
+
+    def _noted_event(self):
+        # Made on first use, inside the test's loop: on Python 3.9 an Event
+        # made outside a running loop binds to get_event_loop(), which fails
+        # once an earlier test has called set_event_loop(None).
+        if self._noted is None:
+            self._noted = asyncio.Event()
+        return self._noted
 
     def kw(self, a, b=2, *, c=3):
         return [a, b, c]
 
     def note(self, value):
         self.notes.append(value)
-        self.noted.set()
+        self._noted_event().set()
 
     @fastrpc.blocking
     def which_thread(self):
@@ -208,7 +216,7 @@ def test_kwargs_notify_blocking(run):
                 assert await c.call("Misc.kw", 1) == [1, 2, 3]
                 assert await c.call("Misc.kw", 1, b=5, c=6) == [1, 5, 6]
                 await c.notify("Misc.note", "hello")
-                await asyncio.wait_for(misc.noted.wait(), 5)
+                await asyncio.wait_for(misc._noted_event().wait(), 5)
                 assert misc.notes == ["hello"]
                 # a failing notification is not answered and breaks nothing
                 await c.notify("Misc.kw")
