@@ -5,7 +5,8 @@
 #   1. a venv (.venv-ci) with the default python3 and a non-editable install
 #      of ".[test]" with the Cython extensions;
 #   2. a check that the compiled modules are the ones loaded and that uvloop
-#      is the only runtime dependency;
+#      is the only runtime dependency; a check that the sdist carries the
+#      Cython sources;
 #   3. the whole test suite on the Cython build (every wire and core test on
 #      both implementations; mutation fuzz 150,000 inputs per implementation
 #      plus 150,000 compared across both);
@@ -49,6 +50,25 @@ cd "$RUN"
 echo "== checking that the compiled extensions are installed and loaded, and that uvloop is the only runtime dependency"
 check_compiled "$PY"
 check_requirements "$PY"
+
+# The layer test reads the Cython sources too; the installed package has
+# none, so it reads them from the checkout.
+export FASTRPC_SOURCE="$ROOT"
+
+echo "== the source distribution carries the Cython sources (a wheel built from it is compiled)"
+"$PY" -m pip install -q build
+"$PY" -m build --sdist --outdir "$RUN/sdist" "$ROOT" >/dev/null
+"$PY" - "$RUN"/sdist/*.tar.gz <<'PYEOF'
+import sys, tarfile
+names = tarfile.open(sys.argv[1]).getnames()
+want = ["fastrpc/wire/_codec.pyx", "fastrpc/wire/_codec.pxd", "fastrpc/wire/_framing.pyx",
+        "fastrpc/wire/_framing.pxd", "fastrpc/core/_cores.pyx", "fastrpc/core/_cores.pxd", "tests/conftest.py"]
+missing = [w for w in want if not any(n.endswith("/" + w) for n in names)]
+assert not missing, f"sdist lacks {missing}"
+stray = [n for n in names if n.endswith((".c", ".so", ".html"))]
+assert not stray, f"sdist carries build output {stray}"
+print(sys.argv[1].rsplit("/", 1)[-1], "has", len(names), "entries, the Cython sources among them")
+PYEOF
 
 echo "== test suite, Cython build (mutation fuzz: 150,000 inputs per implementation, plus 150,000 compared across both)"
 FASTRPC_REQUIRE_EXTENSIONS=1 FASTRPC_FUZZ_ITERATIONS=150000 "$PY" -m pytest -q -p no:cacheprovider tests
