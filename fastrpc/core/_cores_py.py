@@ -38,6 +38,7 @@ _SLOW_FLAGS = W.FLAG_METHOD_NAME | W.FLAG_KWARGS
 # (server/connection.py's FLUSH_AT, same value).
 _FLUSH_AT = 256 * 1024
 
+
 def free_request_id(last: int, in_flight: dict) -> int:
     """The request id after ``last`` (1..2**32-1, wrapping) not in
     ``in_flight``: ids go up, so GOAWAY's ``last`` can tell which calls were

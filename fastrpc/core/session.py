@@ -228,6 +228,7 @@ TIMER_NO_HANDSHAKE = 1  # abort: no handshake in time (slowloris)
 TIMER_HALF_OPEN = 2  # abort: no answer to a keepalive PING
 TIMER_IDLE = 3  # close: idle; a GOAWAY has been written
 
+
 class _KeepaliveRule:
     """Keepalive, the same at both ends: a peer silent for
     ``keepalive_interval`` gets one PING; silent ``keepalive_timeout`` more
