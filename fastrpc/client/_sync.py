@@ -25,6 +25,7 @@ from ..core.session import (
     KEEPALIVE_PING,
     ClientSession,
     ConnectionFailed,
+    GoAwayReceived,
     ProtocolViolation,
 )
 from ..errors import NotProcessed, Unavailable
@@ -267,12 +268,17 @@ class SyncConnection(SyncClientCore, ClientSession):  # type: ignore[misc]
         events = self.handle_frames(frames, error)
         self._send_outbox()
         for ev in events:
-            if isinstance(ev, (ProtocolViolation, ConnectionFailed)):
+            if isinstance(ev, GoAwayReceived):
+                # No new calls here (the Client opens another connection for
+                # the next one); close once the calls in flight are answered.
+                self.retiring = True
+            elif isinstance(ev, (ProtocolViolation, ConnectionFailed)):
                 if not self._handshaken and isinstance(ev, ProtocolViolation):
                     self._handshake_error = ev.error  # wrong protocol: say exactly what
                 self.broken(self.lost_reason or str(ev.error))
-        # HandshakeReceived and GoAwayReceived need nothing more here: the
-        # session has recorded them, and the Client looks at peer_goaway.
+        # HandshakeReceived needs nothing more: the session has recorded it.
+        if self.retiring and self.alive and not self._pending:
+            self.close()  # after GOAWAY, and nothing left in flight
 
     def _complete(self, slot: CallSlot, value: Any, error: Optional[BaseException]) -> None:
         slot.value = value
