@@ -136,11 +136,13 @@ def best(fn: Callable[[int], None], n: int, repeat: int) -> float:
 # -- server --------------------------------------------------------------------
 
 
-def server_cases(loop: asyncio.AbstractEventLoop):
-    srv = fastrpc.Server(handshake_timeout=None)
+def fastrpc_server_case(loop: asyncio.AbstractEventLoop, **options: Any) -> Callable[[int], None]:
+    """``fn(n)``: n requests read and answered by a ServerConnection made
+    with ``options`` (as a transport feeds them, no syscalls)."""
+    srv = fastrpc.Server(handshake_timeout=None, **options)
     srv.register(Bench())
-    srv._freeze()
     srv._loop = loop
+    srv._freeze()
 
     class Sink:
         def write(self, data: Any) -> None:
@@ -176,6 +178,22 @@ def server_cases(loop: asyncio.AbstractEventLoop):
             for _ in range(n):
                 data_received(request)
 
+    return fastrpc_server
+
+
+def server_cases(loop: asyncio.AbstractEventLoop):
+    fastrpc_server = fastrpc_server_case(loop)
+    w = FrameWriter()
+    w.write_request(1, 0, [12345, 1])
+    request = w.take()
+
+    class Sink:
+        def write(self, data: Any) -> None:
+            pass
+
+        def get_extra_info(self, name: str, default: Any = None) -> Any:
+            return default
+
     echo = floor_peer._Echo()
     echo.connection_made(Sink())
 
@@ -190,14 +208,13 @@ def server_cases(loop: asyncio.AbstractEventLoop):
 # -- sync client -----------------------------------------------------------------
 
 
-def sync_cases(address: str, n: int, repeat: int):
-    client = fastrpc.Client(address)
+def fastrpc_sync_case(address: str, **options: Any) -> Any:
+    """``(fn, close)``: ``fn(k)`` makes k ``Client.call``s (made with
+    ``options``) against a socket that answers at once; ``fn.prepare(k)``
+    loads its answers."""
+    client = fastrpc.Client(address, **options)
     conn = client._connection()
     real_sock = conn.sock
-    add_frame, echo_frame = floor_peer._frames(16)
-    floor = floor_peer._SocketFloorConn(address.replace("tcp://", ""), add_frame, echo_frame)
-    floor_sock = floor._sock
-    floor._sock = FakeSocket([add_frame] * (n * (repeat + 1)))
 
     def fastrpc_sync(k: int) -> None:
         call = client.call
@@ -209,14 +226,27 @@ def sync_cases(address: str, n: int, repeat: int):
 
     fastrpc_sync.prepare = prepare_sync  # type: ignore[attr-defined]
 
+    def close() -> None:
+        conn.sock = real_sock
+        client.close()
+
+    return fastrpc_sync, close
+
+
+def sync_cases(address: str, n: int, repeat: int):
+    fastrpc_sync, fastrpc_close = fastrpc_sync_case(address)
+    add_frame, echo_frame = floor_peer._frames(16)
+    floor = floor_peer._SocketFloorConn(address.replace("tcp://", ""), add_frame, echo_frame)
+    floor_sock = floor._sock
+    floor._sock = FakeSocket([add_frame] * (n * (repeat + 1)))
+
     def floor_sync(k: int) -> None:
         add = floor.add
         for i in range(k):
             add(i, 1)
 
     def close() -> None:
-        conn.sock = real_sock
-        client.close()
+        fastrpc_close()
         floor_sock.close()
 
     return fastrpc_sync, floor_sync, close
@@ -225,7 +255,10 @@ def sync_cases(address: str, n: int, repeat: int):
 # -- async client ----------------------------------------------------------------
 
 
-def async_cases(loop: asyncio.AbstractEventLoop):
+def fastrpc_async_case(loop: asyncio.AbstractEventLoop, **options: Any) -> Callable[[int], None]:
+    """``fn(k)``: k ``await AsyncClient.call``s (a client made with
+    ``options``) on a transport whose peer answers one loop iteration after
+    each write; ``fn.prepare(k)`` loads the answers."""
     from fastrpc.client._aio import ClientProtocol
 
     proto = ClientProtocol(loop, fastrpc.ClientOptions())
@@ -255,7 +288,7 @@ def async_cases(loop: asyncio.AbstractEventLoop):
     w.write_frame(fastrpc.MsgType.HANDSHAKE, 0, {"methods": ["Bench.add"]})
     state["answers"] = [w.take()]
     deliver()
-    client = fastrpc.AsyncClient("tcp://127.0.0.1:1")
+    client = fastrpc.AsyncClient("tcp://127.0.0.1:1", **options)
     client.endpoint.connection = proto  # as if connected
 
     def prepare_async(k: int) -> None:
@@ -271,6 +304,11 @@ def async_cases(loop: asyncio.AbstractEventLoop):
         loop.run_until_complete(run())
 
     fastrpc_async.prepare = prepare_async  # type: ignore[attr-defined]
+    return fastrpc_async
+
+
+def async_cases(loop: asyncio.AbstractEventLoop):
+    fastrpc_async = fastrpc_async_case(loop)
     add_frame, echo_frame = floor_peer._frames(16)
     fproto = floor_peer._FloorProtocol.__new__(floor_peer._FloorProtocol)
 

@@ -17,7 +17,8 @@
 #      ran on both in step 3, so each test runs once per build;
 #   5. the soak, reduced form;
 #   6. the micro-benchmarks (smoke run) and their ratios;
-#   7. the per-call CPU tool (smoke run), both builds;
+#   7. the per-call CPU tool (smoke run), both builds, and the per-feature
+#      cost tool (smoke run);
 #   8. the head-to-head tool (smoke run);
 #   9. ci/pythons.sh: the oldest and newest CPython pyenv provides (3.9 and
 #      3.13 on CI), each on a Cython build and a pure build in fresh venvs:
@@ -83,9 +84,10 @@ echo "== micro-benchmarks (smoke run) and ratios"
 "$PY" -m pytest -q -p no:cacheprovider benchmarks --benchmark-disable
 "$PY" -m benchmarks.micro --quick
 
-echo "== per-call CPU against the floor, no syscalls (smoke run)"
+echo "== per-call CPU against the floor, no syscalls, and what each optional feature adds (smoke runs)"
 "$PY" -m benchmarks.overhead --quick
 FASTRPC_NO_EXTENSIONS=1 "$PY" -m benchmarks.overhead --quick
+"$PY" -m benchmarks.features --quick
 
 echo "== head-to-head tool (smoke run)"
 "$PY" -m benchmarks.versus "fastrpc Cython: Client (sync)" "floor (uvloop)" --pairs 2 --duration 0.1

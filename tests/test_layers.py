@@ -29,11 +29,12 @@ LAYERS: Dict[str, int] = {
     "core": 2,  # connection cores (and twins), the sans-IO session, call context
     "_impl": 2,  # the one compiled-or-pure switch: imports wire and core
     "transport": 3,  # addresses, loops, asyncio glue, blocking sockets
-    "server": 4,
-    "client": 4,
-    "__init__": 5,  # the public API
-    "cli": 6,  # a user of the public API only
-    "__main__": 6,
+    "middleware": 4,  # chains around calls, for both sides
+    "server": 5,
+    "client": 5,
+    "__init__": 6,  # the public API
+    "cli": 7,  # a user of the public API only
+    "__main__": 7,
 }
 #: layers of equal rank that must not import each other
 PEERS = {("server", "client"), ("client", "server")}

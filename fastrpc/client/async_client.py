@@ -4,12 +4,13 @@ connection, reconnection with backoff.  It is a client over one
 
 from __future__ import annotations
 
-from typing import Any, List, Optional
+from typing import Any, Awaitable, Callable, List, Optional, Sequence
 
+from ..middleware import Middleware, OutgoingCall, compose
 from ..transport.address import Address
 from .endpoint import Endpoint
 from .options import ClientOptions
-from .proxy import UNSET, Proxy
+from .proxy import UNSET, Proxy, remaining
 
 __all__ = ["AsyncClient", "connect"]
 
@@ -27,12 +28,26 @@ class AsyncClient:
         options: a :class:`ClientOptions`; or give its fields as keyword
             arguments (``timeout``, ``connect_timeout``, ``max_frame_size``,
             ``backoff``, ``keepalive_interval``, ``keepalive_timeout``).
+        middleware: callables ``mw(call, call_next)`` (sync or async) run
+            around every call and notification, the first outermost; each
+            gets an :class:`~fastrpc.middleware.OutgoingCall` (see
+            :mod:`fastrpc.middleware`).
     """
 
-    def __init__(self, address: Any, *, options: Optional[ClientOptions] = None, **settings: Any) -> None:
+    def __init__(
+        self,
+        address: Any,
+        *,
+        options: Optional[ClientOptions] = None,
+        middleware: Optional[Sequence[Middleware]] = None,
+        **settings: Any,
+    ) -> None:
         self.options = ClientOptions.build(options, settings)
         # The user's Backoff object itself (not a copy): one endpoint.
         self._endpoint = Endpoint(address, self.options, backoff=self.options.backoff)
+        self._chain: Optional[Callable[[OutgoingCall], Any]] = None
+        if middleware:
+            self._chain, _ = compose(middleware, self._send, True)
 
     @property
     def address(self) -> Address:
@@ -97,10 +112,27 @@ class AsyncClient:
         """
         if timeout is UNSET:
             timeout = self.options.timeout
+        if self._chain is not None:
+            return self._chain(OutgoingCall(method, args, kwargs or None, metadata, timeout, self._endpoint.address))
         p = self._endpoint.connection
         if p is not None:
             return p.call(method, args, kwargs or None, timeout, metadata)
         return self._call_connecting(method, args, kwargs or None, timeout, metadata)
+
+    def _send(self, call: OutgoingCall) -> Awaitable[Any]:
+        # The end of the middleware chain: the call itself (its coroutine,
+        # with no coroutine of ours around it when connected).
+        p = self._endpoint.connection
+        if p is not None and call.kind == "call":
+            return p.call(call.method, call.args, call.kwargs, remaining(call), call.metadata_to_send())
+        return self._send_connecting(call)
+
+    async def _send_connecting(self, call: OutgoingCall) -> Any:
+        p = await self._endpoint.connect()
+        if call.kind == "notify":
+            p.notify(call.method, call.args, call.kwargs, call.metadata_to_send())
+            return None
+        return await p.call(call.method, call.args, call.kwargs, remaining(call), call.metadata_to_send())
 
     async def _call_connecting(self, method: str, args: Any, kwargs: Any, timeout: Optional[float], metadata: Any) -> Any:
         p = await self._endpoint.connect()
@@ -108,6 +140,9 @@ class AsyncClient:
 
     async def notify(self, method: str, *args: Any, metadata: Optional[dict] = None, **kwargs: Any) -> None:
         """Send a one-way call: no answer, errors are not reported."""
+        if self._chain is not None:
+            await self._chain(OutgoingCall(method, args, kwargs or None, metadata, None, self._endpoint.address, "notify"))
+            return
         p = await self._endpoint.connect()
         p.notify(method, args, kwargs or None, metadata)
 

@@ -9,13 +9,14 @@ interface (state, subscriptions, ``connection``, ``start``, ``close``).
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Callable, List, Optional, Sequence
+from typing import Any, Awaitable, Callable, List, Optional, Sequence
 
 from ..errors import NotProcessed, Unavailable
+from ..middleware import Middleware, OutgoingCall, compose
 from ..transport.address import Address
 from .endpoint import Endpoint, EndpointState, Picker, RoundRobinPicker
 from .options import Backoff, ClientOptions
-from .proxy import UNSET, Proxy
+from .proxy import UNSET, Proxy, remaining
 
 __all__ = ["Pool"]
 
@@ -36,6 +37,8 @@ class Pool:
         options: a :class:`ClientOptions`, or its fields as keyword
             arguments, as for :class:`AsyncClient`.  Each endpoint backs off
             on its own (a copy of ``backoff``).
+        middleware: callables ``mw(call, call_next)`` run around every
+            call, as for :class:`AsyncClient`.
         backoff_base, backoff_max: shorthand for ``backoff=Backoff(base, max)``.
     """
 
@@ -46,6 +49,7 @@ class Pool:
         size: int = 4,
         picker: Callable[[Sequence[Endpoint]], Picker] = RoundRobinPicker,
         options: Optional[ClientOptions] = None,
+        middleware: Optional[Sequence[Middleware]] = None,
         backoff_base: Optional[float] = None,
         backoff_max: Optional[float] = None,
         **settings: Any,
@@ -74,6 +78,9 @@ class Pool:
         for ep in self.endpoints:
             ep.subscribe(self._rebuild)
         self._picker: Picker = picker([])
+        self._chain: Optional[Callable[[OutgoingCall], Any]] = None
+        if middleware:
+            self._chain, _ = compose(middleware, self._send, True)
         self._started = False
         self._closed = False
 
@@ -118,12 +125,23 @@ class Pool:
         """Call ``method`` on the endpoint the picker chooses (awaitable)."""
         if timeout is UNSET:
             timeout = self.options.timeout
+        if self._chain is not None:
+            return self._chain(OutgoingCall(method, args, kwargs or None, metadata, timeout, self.endpoints[0].address))
         ep = self._picker.pick(method)
         if ep is not None:
             p = ep.connection
             if p is not None:
                 return p.call(method, args, kwargs or None, timeout, metadata)
         return self._unavailable()
+
+    def _send(self, call: OutgoingCall) -> Awaitable[Any]:
+        # The end of the middleware chain: the call itself, on the endpoint
+        # the picker chooses now.
+        ep = self._picker.pick(call.method)
+        p = ep.connection if ep is not None else None
+        if p is None:
+            return self._unavailable()
+        return p.call(call.method, call.args, call.kwargs, remaining(call), call.metadata_to_send())
 
     async def _resend(self, method: str, args: Any, kwargs: Any, timeout: Optional[float], metadata: Any) -> Any:
         # A call the server closed its connection without reading: it never

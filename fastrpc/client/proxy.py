@@ -1,11 +1,13 @@
-"""``client.proxy("Arith").multiply(7, 8)`` for every client."""
+"""What every client shares: ``client.proxy("Arith").multiply(7, 8)``, and
+the end of a middleware chain's arithmetic."""
 
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable
+import time
+from typing import Any, Callable, Optional
 
-__all__ = ["Proxy"]
+__all__ = ["Proxy", "remaining"]
 
 #: "no timeout given": the client's default applies (``None`` means none)
 UNSET: Any = object()
@@ -28,3 +30,12 @@ class Proxy:
 
     def __repr__(self) -> str:
         return f"<Proxy {self._service} via {self._client!r}>"
+
+
+def remaining(call: Any) -> Optional[float]:
+    """The seconds an :class:`~fastrpc.middleware.OutgoingCall` has left
+    (None: no deadline): the time the middleware took counts."""
+    deadline = call.deadline
+    if deadline is None:
+        return None
+    return deadline - time.monotonic()

@@ -9,14 +9,15 @@ from __future__ import annotations
 import concurrent.futures
 import threading
 import time
-from typing import Any, List, Optional
+from typing import Any, Callable, List, Optional, Sequence
 
 from .._impl import CallSlot
 from ..errors import NotProcessed, Unavailable
+from ..middleware import Middleware, OutgoingCall, compose
 from ..transport.address import Address, parse_address
 from ._sync import SyncConnection
 from .options import ClientOptions, Reconnect
-from .proxy import UNSET, Proxy
+from .proxy import UNSET, Proxy, remaining
 
 __all__ = ["Client"]
 
@@ -34,6 +35,10 @@ class Client:
         options: a :class:`ClientOptions`; or give its fields as keyword
             arguments (``timeout``, ``connect_timeout``, ``max_frame_size``,
             ``backoff``, ``keepalive_interval``, ``keepalive_timeout``).
+        middleware: sync callables ``mw(call, call_next)`` run around every
+            call, ``go()`` and notification, the first outermost (see
+            :mod:`fastrpc.middleware`; in ``go()``, ``call_next`` returns
+            the call's ``concurrent.futures.Future``).
 
     With ``keepalive_interval`` the client pings a server silent that long
     while calls wait, and fails the calls if it stays silent
@@ -44,8 +49,22 @@ class Client:
     poll() before each recv()), so a call costs a syscall more.
     """
 
-    def __init__(self, address: Any, *, lazy: bool = False, options: Optional[ClientOptions] = None, **settings: Any) -> None:
+    def __init__(
+        self,
+        address: Any,
+        *,
+        lazy: bool = False,
+        options: Optional[ClientOptions] = None,
+        middleware: Optional[Sequence[Middleware]] = None,
+        **settings: Any,
+    ) -> None:
         self.options = ClientOptions.build(options, settings)
+        self._chain: Optional[Callable[[OutgoingCall], Any]] = None
+        if middleware:
+            chain, is_async = compose(middleware, self._send, False)
+            if is_async:
+                raise TypeError("the blocking Client runs sync middleware only (def mw(call, call_next))")
+            self._chain = chain
         self.address: Address = parse_address(address)
         self._reconnect = Reconnect(self.address, self.options.backoff)
         self._conn: Optional[SyncConnection] = None
@@ -108,6 +127,29 @@ class Client:
         """
         if timeout is UNSET:
             timeout = self.options.timeout
+        if self._chain is not None:
+            return self._chain(OutgoingCall(method, args, kwargs or None, metadata, timeout, self.address))
+        conn = self._conn
+        if timeout is None and metadata is None and not kwargs and conn is not None and conn.alive and not conn.peer_goaway:
+            # The plain call on an open connection, with no function call in
+            # between (what _call does first, for every other case).
+            try:
+                return conn.call_plain(method, args)
+            except NotProcessed:
+                return self._resend(method, args, None, None, None)
+        return self._call(method, args, kwargs, timeout, metadata)
+
+    def _send(self, call: OutgoingCall) -> Any:
+        # The end of the middleware chain: the call itself.
+        md = call.metadata_to_send()
+        if call.kind == "notify":
+            self._connection().notify(call.method, call.args, call.kwargs, md)
+            return None
+        if call.kind == "go":
+            return self._go(call.method, call.args, call.kwargs, remaining(call), md)
+        return self._call(call.method, call.args, call.kwargs, remaining(call), md)
+
+    def _call(self, method: str, args: Any, kwargs: Any, timeout: Optional[float], metadata: Any) -> Any:
         conn = self._conn
         if conn is None or not conn.alive or conn.peer_goaway:
             conn = self._connection()
@@ -123,6 +165,9 @@ class Client:
             except NotProcessed:
                 if slot.deadline is not None:
                     timeout = slot.deadline - time.monotonic()
+        return self._resend(method, args, kwargs, timeout, metadata)
+
+    def _resend(self, method: str, args: Any, kwargs: Any, timeout: Optional[float], metadata: Any) -> Any:
         # Not read by the server: once more, on a new connection, and not again.
         conn = self._connection()
         rid, slot = conn.send_request(method, args, kwargs or None, timeout, metadata, None)
@@ -135,10 +180,15 @@ class Client:
         reading is sent once more, as :meth:`call` does."""
         if timeout is UNSET:
             timeout = self.options.timeout
+        if self._chain is not None:
+            return self._chain(OutgoingCall(method, args, kwargs or None, metadata, timeout, self.address, "go"))
+        return self._go(method, args, kwargs or None, timeout, metadata)
+
+    def _go(self, method: str, args: Any, kwargs: Any, timeout: Optional[float], metadata: Any) -> concurrent.futures.Future:
         conn = self._connection()
         fut: concurrent.futures.Future = concurrent.futures.Future()
         fut.set_running_or_notify_cancel()
-        conn.send_request(method, args, kwargs or None, timeout, metadata, fut, (self._resend_go, args, kwargs or None, metadata))
+        conn.send_request(method, args, kwargs, timeout, metadata, fut, (self._resend_go, args, kwargs, metadata))
         conn.ensure_reader()
         return fut
 
@@ -158,6 +208,9 @@ class Client:
 
     def notify(self, method: str, *args: Any, metadata: Optional[dict] = None, **kwargs: Any) -> None:
         """Send a one-way call (no answer)."""
+        if self._chain is not None:
+            self._chain(OutgoingCall(method, args, kwargs or None, metadata, None, self.address, "notify"))
+            return
         self._connection().notify(method, args, kwargs or None, metadata)
 
     def proxy(self, service: str) -> Any:

@@ -18,7 +18,7 @@ import traceback
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Set
 
 from .._impl import Decoder
-from ..core.context import CallContext, deadline_from, inline_slot, metadata_of, reset_current, set_current
+from ..core.context import CallContext, inline_slot, reset_current, set_current
 from ..core.session import (
     NOTIFY,
     REQUEST,
@@ -231,16 +231,15 @@ class ServerConnection(ServerSession, BaseProtocol):  # type: ignore[misc]
                 self._idle_waiter = self._loop.create_future()
             await self._idle_waiter
 
-    def call_context(self, frame: Any, arrival: float) -> CallContext:
-        """The context of the inline call of ``frame`` (for current_call())."""
-        m = self._methods[frame.method] if frame.name is None else self._by_name[frame.name]
-        return CallContext(
-            m.name,
-            metadata_of(frame),
-            deadline_from(frame.deadline, arrival),
-            self._peername,
-            frame.request_id,
-            frame.type == NOTIFY,
+    def method_of(self, frame: Any) -> Method:
+        """The method a request frame calls (for its CallContext)."""
+        return self._methods[frame.method] if frame.name is None else self._by_name[frame.name]
+
+    def run_in_pool(self, fn: Callable[[Any], Any], call: CallContext) -> "asyncio.Future[Any]":
+        """``fn(call)`` in the blocking handlers' pool, with ``call`` current
+        there (an async middleware chain in front of a blocking handler)."""
+        return self._loop.run_in_executor(
+            self._server._get_executor(), _run_blocking, call, functools.partial(fn, call), call.deadline
         )
 
     # -- backpressure -----------------------------------------------------------
@@ -409,13 +408,22 @@ class ServerConnection(ServerSession, BaseProtocol):  # type: ignore[misc]
                 self._writer.write_error(rid, _DEADLINE_EXCEEDED, f"{m.name}: deadline already passed on arrival")
             return None
         kind = m.kind
+        chain = m.chain
         if kind == SYNC:
             slot = self._slot
-            slot[0], slot[1] = f, self  # for current_call(), as the core does
-            if deadline is not None:
-                slot[2] = time.monotonic()
+            if chain is not None:
+                ctx = CallContext(f, self, time.monotonic() if deadline is not None else 0.0)
+                ctx._args, ctx._kwargs = args, kwargs
+                slot[0], slot[1] = ctx, self  # for current_call(), as the core does
+            else:
+                slot[0], slot[1] = f, self
+                if deadline is not None:
+                    slot[2] = time.monotonic()
             try:
-                result = m.fn(*args, **kwargs) if kwargs else m.fn(*args)
+                if chain is not None:
+                    result = chain(ctx)
+                else:
+                    result = m.fn(*args, **kwargs) if kwargs else m.fn(*args)
             except Exception as exc:  # noqa: BLE001 - becomes an error status
                 if notify:
                     log.warning("notification %s failed: %r", m.name, exc)
@@ -428,14 +436,17 @@ class ServerConnection(ServerSession, BaseProtocol):  # type: ignore[misc]
                 self._write_result(rid, m, result)
             return None
         call = _Call(self, rid, m, notify)
-        arrival = time.monotonic()
-        ctx = CallContext(m.name, metadata_of(f), deadline_from(deadline, arrival), self._peername, rid, notify, call)
+        ctx = CallContext(f, self, time.monotonic(), call)
+        ctx._args, ctx._kwargs = args, kwargs
         if kind == ASYNC:
             # The task copies the context as it is made: the handler (and
             # whatever it starts) sees its call.
             token = set_current(ctx)
             try:
-                coro = m.fn(*args, **kwargs) if kwargs else m.fn(*args)
+                if chain is not None:
+                    coro = chain(ctx)
+                else:
+                    coro = m.fn(*args, **kwargs) if kwargs else m.fn(*args)
             except Exception as exc:  # noqa: BLE001 - bad arguments to an async def
                 if not notify:
                     self._write_exception(rid, m, exc, args, kwargs)
@@ -445,7 +456,10 @@ class ServerConnection(ServerSession, BaseProtocol):  # type: ignore[misc]
             finally:
                 reset_current(token)
         else:
-            fn = functools.partial(m.fn, *args, **kwargs) if kwargs else functools.partial(m.fn, *args)
+            if chain is not None:
+                fn = functools.partial(chain, ctx)
+            else:
+                fn = functools.partial(m.fn, *args, **kwargs) if kwargs else functools.partial(m.fn, *args)
             fut = self._loop.run_in_executor(self._server._get_executor(), _run_blocking, ctx, fn, ctx.deadline)
         call.future = fut
         if notify:

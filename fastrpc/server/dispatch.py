@@ -7,6 +7,8 @@ from __future__ import annotations
 import inspect
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
+from ..core.context import CallContext
+from ..middleware import compose
 from ..wire import constants as W
 
 __all__ = ["ASYNC", "BLOCKING", "SYNC", "DispatchTable", "Method", "blocking", "kind_of"]
@@ -45,15 +47,26 @@ def kind_of(fn: Callable, blocking_flag: Optional[bool]) -> int:
 
 
 class Method:
-    """One entry of the dispatch table, with everything per-call precomputed."""
+    """One entry of the dispatch table, with everything per-call precomputed.
 
-    __slots__ = ("name", "index", "fn", "kind", "_signature")
+    ``fn`` is the handler and ``handler_kind`` how it runs by itself.  With
+    middleware, ``chain(call)`` runs the middleware and then the handler,
+    and ``kind`` says how the whole runs: ``SYNC`` (inline: sync middleware
+    in front of a sync handler), ``BLOCKING`` (sync middleware and a
+    blocking handler, together in the pool) or ``ASYNC`` (any async part:
+    a task).  Without middleware ``chain`` is None and ``kind`` is
+    ``handler_kind``.
+    """
+
+    __slots__ = ("name", "index", "fn", "kind", "handler_kind", "chain", "_signature")
 
     def __init__(self, name: str, index: int, fn: Callable, kind: int) -> None:
         self.name = name
         self.index = index
         self.fn = fn
         self.kind = kind
+        self.handler_kind = kind
+        self.chain: Optional[Callable[[Any], Any]] = None
         self._signature: Any = None
 
     def arguments_fit(self, args: Sequence[Any], kwargs: Optional[dict]) -> bool:
@@ -71,21 +84,74 @@ class Method:
             return False
         return True
 
+    def with_middleware(self, middleware: Sequence[Any]) -> None:
+        """Compose ``middleware`` in front of the handler (once, when the
+        table freezes)."""
+        fn = self.fn
+        kind = self.handler_kind
+
+        def call_handler(call: Any) -> Any:
+            # The chain's callers set _args/_kwargs (the properties' store)
+            # before it starts; middleware changes go through the setters.
+            kwargs = call._kwargs
+            return fn(*call._args, **kwargs) if kwargs else fn(*call._args)
+
+        if kind == BLOCKING:
+            chain, is_async = compose(middleware, call_handler, False)
+            if is_async:
+                # An async middleware awaits the handler, which still runs
+                # in the pool (the connection knows which).
+                def in_pool(call: Any) -> Any:
+                    return call._conn.run_in_pool(call_handler, call)
+
+                chain, is_async = compose(middleware, in_pool, True)
+        else:
+            chain, is_async = compose(middleware, call_handler, kind == ASYNC)
+        self.chain = chain
+        self.kind = ASYNC if is_async else kind
+
     def __repr__(self) -> str:
         return f"<Method {self.index} {self.name} {('sync', 'async', 'blocking')[self.kind]}>"
+
+
+def _inline_runner(chain: Callable[[Any], Any], slot: List[Any]) -> Callable[..., Any]:
+    # What the core calls, as it calls a plain sync handler (fn(*args)),
+    # for a method with sync middleware: the call's context, built from
+    # what the core noted in the slot, goes through the chain.  The slot
+    # holds that context meanwhile, so current_call() in the handler is the
+    # object the middleware saw (its state included).
+    def run(*args: Any) -> Any:
+        frame = slot[0]
+        call = CallContext(frame, slot[1], slot[2])
+        call._args = frame.value  # the core runs only positional calls inline
+        call._kwargs = None
+        slot[0] = call
+        try:
+            return chain(call)
+        finally:
+            slot[0] = frame
+
+    return run
 
 
 class DispatchTable:
     """The frozen method table a server's connections share.
 
     ``methods[i]`` is the method with index ``i`` (the order of the
-    handshake's method list); ``inline[i]`` its handler when it runs inline
-    (sync), else None: the core reads that list on every plain call.
+    handshake's method list); ``inline[i]`` what the core calls for it when
+    it runs inline (the sync handler itself, or the runner of its sync
+    middleware chain), else None: the core reads that list on every plain
+    call.
     """
 
     __slots__ = ("methods", "by_name", "inline")
 
-    def __init__(self, handlers: Dict[str, Tuple[Callable, int]]) -> None:
+    def __init__(
+        self,
+        handlers: Dict[str, Tuple[Callable, int]],
+        middleware: Sequence[Any] = (),
+        slot: Optional[List[Any]] = None,
+    ) -> None:
         if len(handlers) > W.MAX_METHOD_INDEX + 1:
             raise ValueError("more than 65536 methods registered")
         self.methods: List[Method] = []
@@ -93,9 +159,18 @@ class DispatchTable:
         self.inline: List[Any] = []
         for i, (name, (fn, kind)) in enumerate(handlers.items()):
             m = Method(name, i, fn, kind)
+            if middleware:
+                m.with_middleware(middleware)
             self.methods.append(m)
             self.by_name[name] = m
-            self.inline.append(fn if kind == SYNC else None)
+            if m.kind != SYNC:
+                self.inline.append(None)
+            elif m.chain is None:
+                self.inline.append(fn)
+            else:
+                if slot is None:
+                    raise ValueError("a table with middleware needs its loop's slot")
+                self.inline.append(_inline_runner(m.chain, slot))
 
     @property
     def names(self) -> List[str]:

@@ -20,6 +20,7 @@ import time
 from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Union
 
 from .._impl import Decoder
+from ..core.context import inline_slot
 from ..core.session import AGENT
 from ..transport.address import Address, parse_address
 from ..wire import constants as W
@@ -67,6 +68,10 @@ class Server:
         executor: thread pool for :func:`blocking` handlers (created lazily
             when not given).
         max_workers: size of that lazily created pool.
+        middleware: callables ``mw(call, call_next)`` run around every call,
+            in list order, the first outermost (see
+            :mod:`fastrpc.middleware`); composed per method when the server
+            starts.  None: calls run exactly as without.
     """
 
     def __init__(
@@ -87,6 +92,7 @@ class Server:
         keepalive_timeout: float = 20.0,
         executor: Optional[concurrent.futures.Executor] = None,
         max_workers: Optional[int] = None,
+        middleware: Optional[Sequence[Any]] = None,
     ) -> None:
         if max_in_flight < 1:
             raise ValueError("max_in_flight must be >= 1")
@@ -109,6 +115,10 @@ class Server:
         self._executor = executor
         self._own_executor = executor is None
         self._max_workers = max_workers
+        self._middleware = list(middleware or ())
+        for mw in self._middleware:
+            if not callable(mw):
+                raise TypeError(f"middleware must be callable as mw(call, call_next), not {mw!r}")
         self._handlers: Dict[str, tuple] = {}
         self._dispatch: Optional[DispatchTable] = None
         self._handshake_info: Dict[str, Any] = {}
@@ -170,7 +180,14 @@ class Server:
     def _freeze(self) -> None:
         if self._dispatch is not None:
             return
-        table = DispatchTable(self._handlers)
+        slot = None
+        if self._middleware:
+            # Sync middleware chains run inline and note their call in the
+            # loop's slot (core/context.py): the loop must be known.
+            if self._loop is None:
+                self._loop = asyncio.get_running_loop()
+            slot = inline_slot(self._loop)
+        table = DispatchTable(self._handlers, self._middleware, slot)
         self._handshake_info = {
             "server": AGENT,
             "methods": table.names,
@@ -197,13 +214,15 @@ class Server:
             raise ValueError("start() needs at least one address")
         if self._shutting_down:
             raise RuntimeError("server is shut down")
-        self._freeze()
         loop = asyncio.get_running_loop()
-        if self._loop is None:
+        if self._closed is None:
+            if self._loop is not None and self._loop is not loop:
+                raise RuntimeError("a server runs on one event loop")
             self._loop = loop
             self._closed = asyncio.Event()
         elif self._loop is not loop:
             raise RuntimeError("a server runs on one event loop")
+        self._freeze()
         bound = []
         for a in addresses:
             addr = parse_address(a)

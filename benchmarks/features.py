@@ -1,0 +1,108 @@
+"""What each optional feature costs per call, against the same call with none.
+
+Usage::
+
+    python -m benchmarks.features            # full run
+    python -m benchmarks.features --quick    # CI smoke run
+
+Each side of a call runs in one process with no syscalls, as
+``benchmarks/overhead.py`` does (the server reading a request and writing
+its answer; ``Client.call`` against a socket that answers at once;
+``await AsyncClient.call`` on a transport that answers one loop iteration
+later), once with nothing configured and once per feature, measured in
+alternation (best of several repeats), and the table gives the extra ns per
+call of each feature over none.  Features:
+
+* ``1 middleware``: one pass-through middleware (``return
+  call_next(call)``) on the side measured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import platform
+import sys
+import threading
+import time
+from typing import Any, Callable, Dict, List, Tuple
+
+import fastrpc
+from fastrpc._impl import IMPLEMENTATION
+
+from benchmarks.overhead import Bench, best, fastrpc_async_case, fastrpc_server_case, fastrpc_sync_case
+
+try:
+    import uvloop
+except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
+    uvloop = None
+
+
+def passthrough(call: Any, call_next: Callable[[Any], Any]) -> Any:
+    """The trivial middleware: costs what a middleware costs, nothing more."""
+    return call_next(call)
+
+
+#: feature name -> (server options, client options)
+FEATURES: Dict[str, Tuple[Dict[str, Any], Dict[str, Any]]] = {
+    "none": ({}, {}),
+    "1 middleware": ({"middleware": [passthrough]}, {"middleware": [passthrough]}),
+}
+
+
+def measure(cases: Dict[str, Callable[[int], None]], n: int, repeat: int) -> Dict[str, float]:
+    """Best ns per call of each case, the cases taken in turn each round."""
+    out = {name: float("inf") for name in cases}
+    for _ in range(repeat):
+        for name, fn in cases.items():
+            out[name] = min(out[name], best(fn, n, 1))
+    return out
+
+
+def main(argv: Any = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="fewer, shorter repeats (CI smoke run)")
+    args = ap.parse_args(argv)
+    n, repeat = (3_000, 3) if args.quick else (30_000, 7)
+    loop = uvloop.new_event_loop() if uvloop is not None else asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    results: List[Tuple[str, Dict[str, float]]] = []
+
+    # The sync client needs a live server for its handshake; after it, its
+    # socket is swapped for one that answers at once.
+    server = fastrpc.Server()
+    server.register(Bench())
+    address = loop.run_until_complete(server.start("tcp://127.0.0.1:0"))
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    try:
+        sync = {name: fastrpc_sync_case(address, **client) for name, (_, client) in FEATURES.items()}
+        results.append(("sync client", measure({name: fn for name, (fn, _) in sync.items()}, n, repeat)))
+        for _, close in sync.values():
+            close()
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(5)
+    loop.run_until_complete(server.shutdown(grace=0))
+
+    servers = {name: fastrpc_server_case(loop, **srv) for name, (srv, _) in FEATURES.items()}
+    results.append(("server", measure(servers, n, repeat)))
+    clients = {name: fastrpc_async_case(loop, **client) for name, (_, client) in FEATURES.items()}
+    results.append(("async client", measure(clients, n, repeat)))
+    loop.close()
+
+    names = list(FEATURES)
+    print(f"fastrpc per-call cost of each feature, no syscalls ({IMPLEMENTATION} build; "
+          f"{platform.machine()}, CPython {platform.python_version()}; best of {repeat} x {n:,})")
+    head = f"{'path':<14}" + "".join(f"{name:>16}" for name in names)
+    print(head)
+    for path, row in results:
+        base = row["none"]
+        cells = [f"{base:>13.0f} ns"] + [f"{row[name] - base:>+13.0f} ns" for name in names[1:]]
+        print(f"{path:<14}" + "".join(f"{c:>16}" for c in cells))
+    print("(none: ns per call; each feature: the ns it adds per call)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
