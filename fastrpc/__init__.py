@@ -24,7 +24,7 @@ from .client import (
     RoundRobinPicker,
     connect,
 )
-from .core.context import CallContext, current_call
+from .core.context import CallContext, current_call, detached
 from .server import Server, blocking
 
 __version__ = "0.1.0"
@@ -44,6 +44,7 @@ __all__ = [
     "blocking",
     "connect",
     "current_call",
+    "detached",
     "EXTENSIONS_ACTIVE",
     "IMPLEMENTATION",
     "DEFAULT_MAX_FRAME_SIZE",

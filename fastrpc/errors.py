@@ -166,6 +166,8 @@ class RpcError(FastRPCError):
         code: a :class:`StatusCode` (or its integer value).
         message: human-readable description.
         details: any msgpack-encodable value with machine-readable detail.
+
+    A subclass takes the message first: ``NotFound("no such user", {"id": 7})``.
     """
 
     default_code: StatusCode = StatusCode.UNKNOWN
@@ -186,9 +188,12 @@ class RpcError(FastRPCError):
         message: str = "",
         details: Any = None,
     ) -> None:
-        # Subclasses may be constructed as Subclass("message"): a str in the
-        # code position is the message.
-        if isinstance(code, str) and not message:
+        # Subclasses may be constructed as Subclass("message") or
+        # Subclass("message", details): a str in the code position is the
+        # message (the class gives the code), and what follows it the details.
+        if isinstance(code, str):
+            if message != "" and details is None:
+                details = message
             code, message = None, code
         if code is None:
             code = self.default_code

@@ -15,6 +15,7 @@ import asyncio
 from typing import Any, Awaitable, Callable, List, Optional
 
 from .._impl import AsyncClientCore
+from ..core.context import inline_slot
 from ..core.session import (
     KEEPALIVE_DEAD,
     KEEPALIVE_PING,
@@ -56,6 +57,9 @@ class ClientProtocol(AsyncClientCore, ClientSession, BaseProtocol):  # type: ign
     ) -> None:
         ClientSession.__init__(self, clock=loop.time, **options.session_settings())
         self._init_transport(loop)
+        #: the loop's inline-call slot: a call made from an inline handler
+        #: on this loop inherits from the call noted there
+        self.call_slot = inline_slot(loop)
         self._resend = resend
         self._on_change = on_change
         self._keepalive_timer: Optional[asyncio.TimerHandle] = None

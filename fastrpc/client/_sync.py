@@ -28,12 +28,16 @@ from ..core.session import (
     GoAwayReceived,
     ProtocolViolation,
 )
-from ..errors import NotProcessed, Unavailable
+from ..errors import Cancelled, NotProcessed, Unavailable
 from ..transport.address import Address
 from ..transport.blocking import open_socket, send_chunks
 from .options import ClientOptions
 
 __all__ = ["SyncConnection"]
+
+#: how often a call made in a blocking handler looks at whether the call it
+#: was made for has been cancelled (seconds)
+_PARENT_POLL = 0.1
 
 
 class SyncConnection(SyncClientCore, ClientSession):  # type: ignore[misc]
@@ -161,14 +165,32 @@ class SyncConnection(SyncClientCore, ClientSession):  # type: ignore[misc]
 
     # -- receiving -------------------------------------------------------------------
 
-    def wait(self, rid: int, slot: CallSlot) -> Any:
-        """Wait for ``slot``; read the socket ourselves if nobody else is."""
+    def wait(self, rid: int, slot: CallSlot, parent: Any = None) -> Any:
+        """Wait for ``slot``; read the socket ourselves if nobody else is.
+
+        ``parent``: the call being handled where this one was made (a
+        blocking handler's): when it is cancelled, so is this call (the
+        server is told), looked at every ``_PARENT_POLL`` seconds.
+        """
+        watch = parent is not None and parent._call is not None
         while not slot.finished:
+            if watch and parent.cancelled:
+                if self.cancel_call(rid, slot):
+                    self._complete(slot, None, Cancelled(f"{slot.method}: the call it was made for was cancelled"))
+                    self._send_outbox()
+                break
+            until = slot.deadline
+            if watch:
+                poll = time.monotonic() + _PARENT_POLL
+                if until is None or poll < until:
+                    until = poll
             if self.recv_lock.acquire(False):
                 try:
                     while not slot.finished:
-                        if not self._read(slot.deadline):
-                            self._expire(rid, slot)
+                        if not self._read(until):
+                            if slot.deadline is not None and time.monotonic() >= slot.deadline:
+                                self._expire(rid, slot)
+                            break  # or look at the parent again
                 finally:
                     self.recv_lock.release()
                     self._wake()
@@ -177,10 +199,10 @@ class SyncConnection(SyncClientCore, ClientSession):  # type: ignore[misc]
                     self.waiters += 1
                     try:
                         if not slot.finished and self.recv_lock.locked():
-                            if slot.deadline is None:
+                            if until is None:
                                 self.cond.wait(1.0)
                             else:
-                                self.cond.wait(min(1.0, max(0.0, slot.deadline - time.monotonic())))
+                                self.cond.wait(min(1.0, max(0.0, until - time.monotonic())))
                     finally:
                         self.waiters -= 1
                 if not slot.finished and slot.deadline is not None and time.monotonic() >= slot.deadline:

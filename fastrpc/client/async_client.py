@@ -10,7 +10,9 @@ from ..middleware import Middleware, OutgoingCall, compose
 from ..transport.address import Address
 from .endpoint import Endpoint
 from .options import ClientOptions
-from .proxy import UNSET, Proxy, remaining
+from ..core.context import _UNSET as _LOOKUP
+from ..core.context import _current, serving
+from .calls import UNSET, Proxy, inherited, remaining
 
 __all__ = ["AsyncClient", "connect"]
 
@@ -112,9 +114,17 @@ class AsyncClient:
         """
         if timeout is UNSET:
             timeout = self.options.timeout
+        p = self._endpoint.connection
+        if p is not None and self._chain is None and (not serving[0] or (_current.get() is None and p.call_slot[0] is None)):
+            # Connected, no middleware, no call being handled here to
+            # inherit from (none can be without a server in this process):
+            # the core's call, with nothing in between.
+            return p.call(method, args, kwargs or None, timeout, metadata)
+        # What a call made while another is handled inherits is taken now,
+        # where the call is made (a task that awaits it may run later).
+        timeout, metadata, _ = inherited(self.options.inherit, p.call_slot if p is not None else _LOOKUP, timeout, metadata)
         if self._chain is not None:
             return self._chain(OutgoingCall(method, args, kwargs or None, metadata, timeout, self._endpoint.address))
-        p = self._endpoint.connection
         if p is not None:
             return p.call(method, args, kwargs or None, timeout, metadata)
         return self._call_connecting(method, args, kwargs or None, timeout, metadata)
@@ -140,6 +150,7 @@ class AsyncClient:
 
     async def notify(self, method: str, *args: Any, metadata: Optional[dict] = None, **kwargs: Any) -> None:
         """Send a one-way call: no answer, errors are not reported."""
+        _, metadata, _ = inherited(self.options.inherit, _LOOKUP, None, metadata)
         if self._chain is not None:
             await self._chain(OutgoingCall(method, args, kwargs or None, metadata, None, self._endpoint.address, "notify"))
             return

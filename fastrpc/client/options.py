@@ -74,9 +74,23 @@ class ClientOptions:
             stays silent ``keepalive_timeout`` more seconds the connection is
             dropped and its calls fail with UNAVAILABLE (``None``: no pings).
         keepalive_timeout: see ``keepalive_interval``.
+        inherit: a call made while a call is handled (in a handler, or
+            code it starts) inherits from it: at most the time it has left,
+            its trace context, and (for a blocking handler's calls) its
+            cancellation; an async handler's calls are cancelled with its
+            task.  ``False``: this client's calls never inherit (for one
+            block of code: ``with fastrpc.detached():``).
     """
 
-    __slots__ = ("timeout", "connect_timeout", "max_frame_size", "backoff", "keepalive_interval", "keepalive_timeout")
+    __slots__ = (
+        "timeout",
+        "connect_timeout",
+        "max_frame_size",
+        "backoff",
+        "keepalive_interval",
+        "keepalive_timeout",
+        "inherit",
+    )
 
     def __init__(
         self,
@@ -87,6 +101,7 @@ class ClientOptions:
         backoff: Optional[Backoff] = None,
         keepalive_interval: Optional[float] = None,
         keepalive_timeout: float = 20.0,
+        inherit: bool = True,
     ) -> None:
         if timeout is not None and not timeout > 0:
             raise ValueError("timeout must be > 0 or None")
@@ -106,6 +121,7 @@ class ClientOptions:
         self.backoff = backoff if backoff is not None else Backoff()
         self.keepalive_interval = keepalive_interval
         self.keepalive_timeout = keepalive_timeout
+        self.inherit = bool(inherit)
 
     @classmethod
     def build(cls, options: Optional["ClientOptions"], settings: Mapping[str, Any]) -> "ClientOptions":

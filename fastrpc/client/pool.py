@@ -16,7 +16,9 @@ from ..middleware import Middleware, OutgoingCall, compose
 from ..transport.address import Address
 from .endpoint import Endpoint, EndpointState, Picker, RoundRobinPicker
 from .options import Backoff, ClientOptions
-from .proxy import UNSET, Proxy, remaining
+from ..core.context import _UNSET as _LOOKUP
+from ..core.context import _current, serving
+from .calls import UNSET, Proxy, inherited, remaining
 
 __all__ = ["Pool"]
 
@@ -125,13 +127,19 @@ class Pool:
         """Call ``method`` on the endpoint the picker chooses (awaitable)."""
         if timeout is UNSET:
             timeout = self.options.timeout
+        p = None
+        if self._chain is None:
+            ep = self._picker.pick(method)
+            if ep is not None:
+                p = ep.connection
+                if p is not None and (not serving[0] or (_current.get() is None and p.call_slot[0] is None)):
+                    # No middleware, nothing to inherit: the core's call.
+                    return p.call(method, args, kwargs or None, timeout, metadata)
+        timeout, metadata, _ = inherited(self.options.inherit, _LOOKUP, timeout, metadata)
         if self._chain is not None:
             return self._chain(OutgoingCall(method, args, kwargs or None, metadata, timeout, self.endpoints[0].address))
-        ep = self._picker.pick(method)
-        if ep is not None:
-            p = ep.connection
-            if p is not None:
-                return p.call(method, args, kwargs or None, timeout, metadata)
+        if p is not None:
+            return p.call(method, args, kwargs or None, timeout, metadata)
         return self._unavailable()
 
     def _send(self, call: OutgoingCall) -> Awaitable[Any]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import concurrent.futures
 import threading
 import time
+from asyncio import _get_running_loop
 from typing import Any, Callable, List, Optional, Sequence
 
 from .._impl import CallSlot
@@ -17,7 +18,9 @@ from ..middleware import Middleware, OutgoingCall, compose
 from ..transport.address import Address, parse_address
 from ._sync import SyncConnection
 from .options import ClientOptions, Reconnect
-from .proxy import UNSET, Proxy, remaining
+from ..core.context import _UNSET as _LOOKUP
+from ..core.context import _current, serving
+from .calls import UNSET, Proxy, inherited, remaining
 
 __all__ = ["Client"]
 
@@ -127,17 +130,32 @@ class Client:
         """
         if timeout is UNSET:
             timeout = self.options.timeout
-        if self._chain is not None:
-            return self._chain(OutgoingCall(method, args, kwargs or None, metadata, timeout, self.address))
         conn = self._conn
-        if timeout is None and metadata is None and not kwargs and conn is not None and conn.alive and not conn.peer_goaway:
-            # The plain call on an open connection, with no function call in
-            # between (what _call does first, for every other case).
+        if (
+            timeout is None
+            and metadata is None
+            and not kwargs
+            and conn is not None
+            and conn.alive
+            and not conn.peer_goaway
+            and self._chain is None
+            and (not serving[0] or (_current.get() is None and _get_running_loop() is None))
+        ):
+            # The plain call on an open connection, with no middleware and
+            # no call being handled here to inherit from (none can be
+            # without a server in this process): no function call in
+            # between.
             try:
                 return conn.call_plain(method, args)
             except NotProcessed:
                 return self._resend(method, args, None, None, None)
-        return self._call(method, args, kwargs, timeout, metadata)
+        timeout, metadata, parent = inherited(self.options.inherit, _LOOKUP, timeout, metadata)
+        if self._chain is not None:
+            call = OutgoingCall(method, args, kwargs or None, metadata, timeout, self.address)
+            if parent is not None:
+                call.state["fastrpc.parent"] = parent  # for _send: its cancellation
+            return self._chain(call)
+        return self._call(method, args, kwargs, timeout, metadata, parent)
 
     def _send(self, call: OutgoingCall) -> Any:
         # The end of the middleware chain: the call itself.
@@ -147,13 +165,14 @@ class Client:
             return None
         if call.kind == "go":
             return self._go(call.method, call.args, call.kwargs, remaining(call), md)
-        return self._call(call.method, call.args, call.kwargs, remaining(call), md)
+        parent = call._state.get("fastrpc.parent") if call._state else None
+        return self._call(call.method, call.args, call.kwargs, remaining(call), md, parent)
 
-    def _call(self, method: str, args: Any, kwargs: Any, timeout: Optional[float], metadata: Any) -> Any:
+    def _call(self, method: str, args: Any, kwargs: Any, timeout: Optional[float], metadata: Any, parent: Any = None) -> Any:
         conn = self._conn
         if conn is None or not conn.alive or conn.peer_goaway:
             conn = self._connection()
-        if timeout is None and metadata is None and not kwargs:
+        if timeout is None and metadata is None and not kwargs and parent is None:
             try:
                 return conn.call_plain(method, args)
             except NotProcessed:
@@ -161,7 +180,7 @@ class Client:
         else:
             rid, slot = conn.send_request(method, args, kwargs or None, timeout, metadata, None)
             try:
-                return conn.wait(rid, slot)
+                return conn.wait(rid, slot, parent)
             except NotProcessed:
                 if slot.deadline is not None:
                     timeout = slot.deadline - time.monotonic()
@@ -180,6 +199,7 @@ class Client:
         reading is sent once more, as :meth:`call` does."""
         if timeout is UNSET:
             timeout = self.options.timeout
+        timeout, metadata, _ = inherited(self.options.inherit, _LOOKUP, timeout, metadata)
         if self._chain is not None:
             return self._chain(OutgoingCall(method, args, kwargs or None, metadata, timeout, self.address, "go"))
         return self._go(method, args, kwargs or None, timeout, metadata)
@@ -208,6 +228,7 @@ class Client:
 
     def notify(self, method: str, *args: Any, metadata: Optional[dict] = None, **kwargs: Any) -> None:
         """Send a one-way call (no answer)."""
+        _, metadata, _ = inherited(self.options.inherit, _LOOKUP, None, metadata)
         if self._chain is not None:
             self._chain(OutgoingCall(method, args, kwargs or None, metadata, None, self.address, "notify"))
             return

@@ -475,6 +475,24 @@ class ServerConnection(ServerSession, BaseProtocol):  # type: ignore[misc]
 
     # -- output ----------------------------------------------------------------------
 
+    def _with_hop(self, details: Any, m: Method) -> Any:
+        # debug=True: the services an error came through, from where it was
+        # raised outwards, as details["chain"] ("Service.method@address");
+        # an error raised two services down keeps its code and gains a hop
+        # at each server on the way.  Details of another shape are left
+        # as they are.
+        if details is not None and type(details) is not dict:
+            return details
+        out = dict(details) if details else {}
+        chain = out.get("chain")
+        chain = list(chain) if type(chain) is list else []
+        where = self._transport.get_extra_info("sockname") if self._transport is not None else None
+        if type(where) is tuple and len(where) >= 2:
+            where = f"{where[0]}:{where[1]}"
+        chain.append(f"{m.name}@{where}" if where else m.name)
+        out["chain"] = chain
+        return out
+
     def _write_result(self, rid: int, m: Method, result: Any) -> None:
         try:
             self._writer.write_response(rid, result)
@@ -486,6 +504,8 @@ class ServerConnection(ServerSession, BaseProtocol):  # type: ignore[misc]
     def _write_exception(self, rid: int, m: Method, exc: BaseException, args: Any, kwargs: Any) -> None:
         if isinstance(exc, RpcError):
             code, message, details = int(exc.code), exc.message, exc.details
+            if self._server.debug:
+                details = self._with_hop(details, m)
         elif isinstance(exc, TypeError) and args is not None and not m.arguments_fit(args, kwargs):
             code, message, details = _INVALID_ARGUMENT, f"{m.name}: {exc}", None
         elif isinstance(exc, asyncio.CancelledError):

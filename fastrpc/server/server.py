@@ -20,7 +20,7 @@ import time
 from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Union
 
 from .._impl import Decoder
-from ..core.context import inline_slot
+from ..core.context import inline_slot, server_started, server_stopped
 from ..core.session import AGENT
 from ..transport.address import Address, parse_address
 from ..wire import constants as W
@@ -220,6 +220,7 @@ class Server:
                 raise RuntimeError("a server runs on one event loop")
             self._loop = loop
             self._closed = asyncio.Event()
+            server_started()
         elif self._loop is not loop:
             raise RuntimeError("a server runs on one event loop")
         self._freeze()
@@ -298,6 +299,7 @@ class Server:
             self._executor = None
         if self._closed is not None:
             self._closed.set()
+            server_stopped()
 
     @property
     def connections(self) -> int:

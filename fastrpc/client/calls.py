@@ -1,0 +1,59 @@
+"""What every client shares: ``client.proxy("Arith").multiply(7, 8)``, what
+a call inherits from the call being handled where it is made, and the time
+left at the end of a middleware chain."""
+
+from __future__ import annotations
+
+import functools
+import time
+from typing import Any, Callable, Dict, Optional, Tuple
+
+from ..core.context import inherit, parent_call, serving
+
+__all__ = ["Proxy", "inherited", "remaining"]
+
+#: "no timeout given": the client's default applies (``None`` means none)
+UNSET: Any = object()
+
+
+class Proxy:
+    """``proxy.method(*args)`` calls ``"<service>.method"`` through any client
+    (sync or async: it returns what the client's ``call`` returns)."""
+
+    __slots__ = ("_client", "_service")
+
+    def __init__(self, client: Any, service: str) -> None:
+        self._client = client
+        self._service = service
+
+    def __getattr__(self, name: str) -> Callable[..., Any]:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return functools.partial(self._client.call, f"{self._service}.{name}")
+
+    def __repr__(self) -> str:
+        return f"<Proxy {self._service} via {self._client!r}>"
+
+
+def remaining(call: Any) -> Optional[float]:
+    """The seconds an :class:`~fastrpc.middleware.OutgoingCall` has left
+    (None: no deadline): the time the middleware took counts."""
+    deadline = call.deadline
+    if deadline is None:
+        return None
+    return deadline - time.monotonic()
+
+
+def inherited(
+    enabled: bool, slot: Any, timeout: Optional[float], metadata: Optional[Dict[str, Any]]
+) -> Tuple[Optional[float], Optional[Dict[str, Any]], Any]:
+    """A call's (timeout, metadata, parent): what it inherits from the call
+    being handled where it is made (at most that call's time left, its
+    trace context), when the client inherits (``enabled``) and there is
+    such a call.  ``slot``: the client's loop's slot, if it knows it."""
+    if enabled and serving[0]:  # no server here: no call being handled
+        parent = parent_call(slot)
+        if parent is not None:
+            timeout, metadata = inherit(parent, timeout, metadata)
+            return timeout, metadata, parent
+    return timeout, metadata, None
