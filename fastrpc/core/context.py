@@ -190,6 +190,13 @@ class CallContext:
             self._span_id = new_span_id()
         return self._span_id
 
+    def adopt_span(self, trace_id: str, span_id: str, flags: str = "01", parent_id: Optional[str] = None) -> None:
+        """Make a tracing library's server span this call's span (what the
+        OpenTelemetry middleware does): its trace and span ids are the ones
+        calls made by the handler carry as their parent."""
+        self._trace = TraceParent(trace_id, parent_id or span_id, flags)
+        self._span_id = span_id
+
     def child_traceparent(self) -> Optional[str]:
         """The ``traceparent`` for a call this call's handler makes: the same
         trace, this call's span as the parent."""
