@@ -14,7 +14,18 @@ alternation (best of several repeats), and the table gives the extra ns per
 call of each feature over none.  Features:
 
 * ``1 middleware``: one pass-through middleware (``return
-  call_next(call)``) on the side measured.
+  call_next(call)``) on the side measured;
+* ``trace context``: fastrpc's own W3C trace propagation, no OpenTelemetry:
+  the server reads requests that carry a ``traceparent``; the clients call
+  from inside a traced call (as a handler does), so each call inherits the
+  trace and carries it on;
+* ``otel, no SDK``: the OpenTelemetry middleware on both sides with only the
+  API installed (its no-op tracer), requests carrying a ``traceparent``;
+* ``otel, SDK``: the same with the SDK's TracerProvider recording every span
+  (no exporter: the cost of the spans, not of shipping them).
+
+The OpenTelemetry rows need ``pip install fastrpc[otel] opentelemetry-sdk``
+and are left out without them.
 """
 
 from __future__ import annotations
@@ -43,11 +54,60 @@ def passthrough(call: Any, call_next: Callable[[Any], Any]) -> Any:
     return call_next(call)
 
 
-#: feature name -> (server options, client options)
-FEATURES: Dict[str, Tuple[Dict[str, Any], Dict[str, Any]]] = {
-    "none": ({}, {}),
-    "1 middleware": ({"middleware": [passthrough]}, {"middleware": [passthrough]}),
-}
+TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+
+
+def traced_parent() -> Any:
+    """A call being handled that carries a trace, as a handler's calls see
+    it (what they inherit from)."""
+    from fastrpc._impl import FrameParser, FrameWriter
+    from fastrpc.core.context import CallContext
+
+    w = FrameWriter()
+    w.write_request(7, "Bench.add", [1, 2], metadata={"traceparent": TRACEPARENT})
+    frame = FrameParser(expect_preface=False).feed(w.take())[0]
+
+    class Conn:
+        _peername = ("127.0.0.1", 40000)
+
+    return CallContext(frame, Conn(), time.monotonic())
+
+
+class Feature:
+    """One column: how the server and the clients are made and called."""
+
+    def __init__(self, name: str, server: Any = None, client: Any = None, metadata: Any = None, parent: Any = None) -> None:
+        self.name = name
+        self.server = server or {}
+        self.client = client or {}
+        self.metadata = metadata
+        self.parent = parent
+
+
+def features() -> List[Feature]:
+    out = [
+        Feature("none"),
+        Feature("1 middleware", {"middleware": [passthrough]}, {"middleware": [passthrough]}),
+        Feature("trace context", metadata={"traceparent": TRACEPARENT}, parent=traced_parent()),
+    ]
+    try:
+        from opentelemetry.sdk.trace import TracerProvider
+
+        from fastrpc.middleware.otel import ClientSpans, ServerSpans
+    except ImportError:
+        print("(no OpenTelemetry API and SDK: the otel columns are left out)")
+        return out
+    out.append(Feature("otel, no SDK", {"middleware": [ServerSpans()]}, {"middleware": [ClientSpans()]}, {"traceparent": TRACEPARENT}))
+    provider = TracerProvider()
+    out.append(
+        Feature(
+            "otel, SDK",
+            {"middleware": [ServerSpans(tracer_provider=provider)]},
+            {"middleware": [ClientSpans(tracer_provider=provider)]},
+            {"traceparent": TRACEPARENT},
+        )
+    )
+    return out
 
 
 def measure(cases: Dict[str, Callable[[int], None]], n: int, repeat: int) -> Dict[str, float]:
@@ -67,6 +127,7 @@ def main(argv: Any = None) -> int:
     loop = uvloop.new_event_loop() if uvloop is not None else asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     results: List[Tuple[str, Dict[str, float]]] = []
+    feats = features()
 
     # The sync client needs a live server for its handshake; after it, its
     # socket is swapped for one that answers at once, and the server goes:
@@ -78,7 +139,7 @@ def main(argv: Any = None) -> int:
     thread = threading.Thread(target=loop.run_forever, daemon=True)
     thread.start()
     try:
-        sync = {name: fastrpc_sync_case(address, **client) for name, (_, client) in FEATURES.items()}
+        sync = {f.name: fastrpc_sync_case(address, parent=f.parent, **f.client) for f in feats}
         for fn, _ in sync.values():
             fn.prepare(1)  # the answers socket is in place from here on
     finally:
@@ -89,21 +150,21 @@ def main(argv: Any = None) -> int:
     for _, close in sync.values():
         close()
 
-    servers = {name: fastrpc_server_case(loop, **srv) for name, (srv, _) in FEATURES.items()}
+    servers = {f.name: fastrpc_server_case(loop, metadata=f.metadata, **f.server) for f in feats}
     results.append(("server", measure(servers, n, repeat)))
-    clients = {name: fastrpc_async_case(loop, **client) for name, (_, client) in FEATURES.items()}
+    clients = {f.name: fastrpc_async_case(loop, parent=f.parent, **f.client) for f in feats}
     results.append(("async client", measure(clients, n, repeat)))
     loop.close()
 
-    names = list(FEATURES)
+    names = [f.name for f in feats]
     print(f"fastrpc per-call cost of each feature, no syscalls ({IMPLEMENTATION} build; "
           f"{platform.machine()}, CPython {platform.python_version()}; best of {repeat} x {n:,})")
-    head = f"{'path':<14}" + "".join(f"{name:>16}" for name in names)
+    head = f"{'path':<14}" + "".join(f"{name:>15}" for name in names)
     print(head)
     for path, row in results:
         base = row["none"]
-        cells = [f"{base:>13.0f} ns"] + [f"{row[name] - base:>+13.0f} ns" for name in names[1:]]
-        print(f"{path:<14}" + "".join(f"{c:>16}" for c in cells))
+        cells = [f"{base:>12.0f} ns"] + [f"{row[name] - base:>+12.0f} ns" for name in names[1:]]
+        print(f"{path:<14}" + "".join(f"{c:>15}" for c in cells))
     print("(none: ns per call; each feature: the ns it adds per call)")
     return 0
 

@@ -136,9 +136,10 @@ def best(fn: Callable[[int], None], n: int, repeat: int) -> float:
 # -- server --------------------------------------------------------------------
 
 
-def fastrpc_server_case(loop: asyncio.AbstractEventLoop, **options: Any) -> Callable[[int], None]:
-    """``fn(n)``: n requests read and answered by a ServerConnection made
-    with ``options`` (as a transport feeds them, no syscalls)."""
+def fastrpc_server_case(loop: asyncio.AbstractEventLoop, metadata: Any = None, **options: Any) -> Callable[[int], None]:
+    """``fn(n)``: n requests (carrying ``metadata``) read and answered by a
+    ServerConnection made with ``options`` (as a transport feeds them, no
+    syscalls)."""
     srv = fastrpc.Server(handshake_timeout=None, **options)
     srv.register(Bench())
     srv._loop = loop
@@ -157,7 +158,7 @@ def fastrpc_server_case(loop: asyncio.AbstractEventLoop, **options: Any) -> Call
     w.write_preface()
     w.write_frame(fastrpc.MsgType.HANDSHAKE, 0, {"client": "bench"})
     hello = w.take()
-    w.write_request(1, srv.methods.index("Bench.add"), [12345, 1])
+    w.write_request(1, srv.methods.index("Bench.add"), [12345, 1], metadata=metadata)
     request = w.take()
     size = len(request)
     # Each loop as a transport reads, with no extra call layer timed.
@@ -208,18 +209,31 @@ def server_cases(loop: asyncio.AbstractEventLoop):
 # -- sync client -----------------------------------------------------------------
 
 
-def fastrpc_sync_case(address: str, **options: Any) -> Any:
+def fastrpc_sync_case(address: str, parent: Any = None, **options: Any) -> Any:
     """``(fn, close)``: ``fn(k)`` makes k ``Client.call``s (made with
     ``options``) against a socket that answers at once; ``fn.prepare(k)``
-    loads its answers."""
+    loads its answers.  ``parent``: a CallContext the calls are made in (as
+    in a handler), for what they inherit."""
+    from fastrpc.core.context import reset_current, serving, set_current
+
     client = fastrpc.Client(address, **options)
     conn = client._connection()
     real_sock = conn.sock
 
     def fastrpc_sync(k: int) -> None:
         call = client.call
-        for i in range(k):
-            call("Bench.add", i, 1)
+        if parent is None:
+            for i in range(k):
+                call("Bench.add", i, 1)
+            return
+        token = set_current(parent)
+        serving[0] += 1  # a handler's process has a server
+        try:
+            for i in range(k):
+                call("Bench.add", i, 1)
+        finally:
+            serving[0] -= 1
+            reset_current(token)
 
     def prepare_sync(k: int) -> None:
         conn.sock = FakeSocket(_responses(conn._next_id + 1, k))
@@ -255,10 +269,13 @@ def sync_cases(address: str, n: int, repeat: int):
 # -- async client ----------------------------------------------------------------
 
 
-def fastrpc_async_case(loop: asyncio.AbstractEventLoop, **options: Any) -> Callable[[int], None]:
+def fastrpc_async_case(loop: asyncio.AbstractEventLoop, parent: Any = None, **options: Any) -> Callable[[int], None]:
     """``fn(k)``: k ``await AsyncClient.call``s (a client made with
     ``options``) on a transport whose peer answers one loop iteration after
-    each write; ``fn.prepare(k)`` loads the answers."""
+    each write; ``fn.prepare(k)`` loads the answers.  ``parent``: a
+    CallContext the calls are made in (as in a handler)."""
+    from fastrpc.core.context import serving, set_current
+
     from fastrpc.client._aio import ClientProtocol
 
     proto = ClientProtocol(loop, fastrpc.ClientOptions())
@@ -298,10 +315,18 @@ def fastrpc_async_case(loop: asyncio.AbstractEventLoop, **options: Any) -> Calla
     def fastrpc_async(k: int) -> None:
         async def run() -> None:
             call = client.call
+            if parent is not None:
+                set_current(parent)  # this task's context only
             for i in range(k):
                 await call("Bench.add", i, 1)
 
-        loop.run_until_complete(run())
+        if parent is not None:
+            serving[0] += 1  # a handler's process has a server
+        try:
+            loop.run_until_complete(run())
+        finally:
+            if parent is not None:
+                serving[0] -= 1
 
     fastrpc_async.prepare = prepare_async  # type: ignore[attr-defined]
     return fastrpc_async
