@@ -21,11 +21,10 @@ call of each feature over none.  Features:
   trace and carries it on;
 * ``otel, no SDK``: the OpenTelemetry middleware on both sides with only the
   API installed (its no-op tracer), requests carrying a ``traceparent``;
-* ``otel, SDK``: the same with the SDK's TracerProvider recording every span
-  (no exporter: the cost of the spans, not of shipping them).
-
-The OpenTelemetry rows need ``pip install fastrpc[otel] opentelemetry-sdk``
-and are left out without them.
+* ``metrics``: Prometheus metrics on both sides (calls, latency histogram,
+  in flight, connections, bytes);
+The metrics and OpenTelemetry columns need ``pip install
+fastrpc[prometheus,otel] opentelemetry-sdk`` and are left out without them.
 """
 
 from __future__ import annotations
@@ -90,6 +89,14 @@ def features() -> List[Feature]:
         Feature("1 middleware", {"middleware": [passthrough]}, {"middleware": [passthrough]}),
         Feature("trace context", metadata={"traceparent": TRACEPARENT}, parent=traced_parent()),
     ]
+    try:
+        from prometheus_client import CollectorRegistry
+
+        from fastrpc.middleware.metrics import ClientMetrics, ServerMetrics
+
+        out.append(Feature("metrics", {"metrics": ServerMetrics(CollectorRegistry())}, {"metrics": ClientMetrics(CollectorRegistry())}))
+    except ImportError:
+        print("(no prometheus-client: the metrics column is left out)")
     try:
         from opentelemetry.sdk.trace import TracerProvider
 

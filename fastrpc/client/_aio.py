@@ -26,10 +26,11 @@ from ..core.session import (
     ProtocolViolation,
 )
 from ..errors import DeadlineExceeded, Unavailable
+from ..middleware.metrics import CountingTransport
 from ..transport.aio import BaseProtocol
 from .options import ClientOptions
 
-__all__ = ["ClientProtocol"]
+__all__ = ["ClientProtocol", "MeteredClientProtocol"]
 
 
 class ClientProtocol(AsyncClientCore, ClientSession, BaseProtocol):  # type: ignore[misc]
@@ -196,3 +197,30 @@ class ClientProtocol(AsyncClientCore, ClientSession, BaseProtocol):  # type: ign
         if self._transport is not None:
             BaseProtocol.abort(self)
             self._changed()
+
+
+class MeteredClientProtocol(ClientProtocol):
+    """A client connection that counts itself and its bytes into a
+    :class:`~fastrpc.middleware.metrics.ClientMetrics` (used only when the
+    client has metrics)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, options: ClientOptions, *, metrics: Any, **kw: Any) -> None:
+        ClientProtocol.__init__(self, loop, options, **kw)
+        self._metrics = metrics
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._metrics.connection_opened()
+        ClientProtocol.connection_made(self, CountingTransport(transport, self._metrics))  # type: ignore[arg-type]
+
+    def connection_lost(self, exc: Optional[BaseException]) -> None:
+        self._metrics.connection_closed()
+        ClientProtocol.connection_lost(self, exc)
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self._metrics.received(nbytes)
+        ClientProtocol.buffer_updated(self, nbytes)
+
+    def data_received(self, data: bytes) -> None:
+        self._metrics.received(len(data))
+        ClientProtocol.data_received(self, data)
+

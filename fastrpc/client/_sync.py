@@ -30,6 +30,7 @@ from ..core.session import (
 )
 from ..errors import Cancelled, NotProcessed, Unavailable
 from ..transport.address import Address
+from ..middleware.metrics import CountingSocket
 from ..transport.blocking import open_socket, send_chunks
 from .options import ClientOptions
 
@@ -46,7 +47,7 @@ class SyncConnection(SyncClientCore, ClientSession):  # type: ignore[misc]
     The constructor connects and completes the handshake (or raises).
     """
 
-    def __init__(self, address: Address, options: ClientOptions) -> None:
+    def __init__(self, address: Address, options: ClientOptions, metrics: Any = None) -> None:
         ClientSession.__init__(self, clock=time.monotonic, **options.session_settings())
         self.address = address
         self.keepalive_interval = options.keepalive_interval
@@ -64,6 +65,10 @@ class SyncConnection(SyncClientCore, ClientSession):  # type: ignore[misc]
         self._timeout_mode: Optional[float] = None
         self._handshake_error: Optional[BaseException] = None
         sock = open_socket(address, options.connect_timeout)
+        if metrics is not None:
+            sock = CountingSocket(sock, metrics)  # type: ignore[assignment]
+        #: ClientMetrics this connection counts itself into, once open
+        self._metrics = None
         try:
             self.sock = sock
             self.initiate()
@@ -83,6 +88,9 @@ class SyncConnection(SyncClientCore, ClientSession):  # type: ignore[misc]
             self.alive = False
             sock.close()
             raise
+        if metrics is not None:
+            self._metrics = metrics
+            metrics.connection_opened()
 
     @property
     def usable(self) -> bool:
@@ -340,6 +348,8 @@ class SyncConnection(SyncClientCore, ClientSession):  # type: ignore[misc]
         if not self.alive:
             return
         self.alive = False
+        if self._metrics is not None:
+            self._metrics.connection_closed()
         try:
             # shutdown() first: it wakes a thread blocked in recv_into() on
             # this socket (close() alone does not), which then sees the end.

@@ -42,12 +42,14 @@ class AsyncClient:
         *,
         options: Optional[ClientOptions] = None,
         middleware: Optional[Sequence[Middleware]] = None,
+        metrics: Any = None,
         **settings: Any,
     ) -> None:
         self.options = ClientOptions.build(options, settings)
         # The user's Backoff object itself (not a copy): one endpoint.
-        self._endpoint = Endpoint(address, self.options, backoff=self.options.backoff)
+        self._endpoint = Endpoint(address, self.options, backoff=self.options.backoff, metrics=metrics)
         self._chain: Optional[Callable[[OutgoingCall], Any]] = None
+        middleware = ([metrics] if metrics is not None else []) + list(middleware or ())
         if middleware:
             self._chain, _ = compose(middleware, self._send, True)
 

@@ -17,7 +17,7 @@ from typing import Any, Awaitable, Callable, List, Optional, Sequence
 
 from ..errors import Unavailable
 from ..transport.address import Address, parse_address
-from ._aio import ClientProtocol
+from ._aio import ClientProtocol, MeteredClientProtocol
 from .options import Backoff, ClientOptions, Reconnect
 
 __all__ = ["Endpoint", "EndpointState", "Picker", "RoundRobinPicker"]
@@ -65,6 +65,8 @@ class Endpoint:
         resend: where a call the server never read goes once more
             (``await resend(method, args, kwargs, timeout, metadata)``);
             default: this endpoint, on a new connection.
+        metrics: a :class:`~fastrpc.middleware.metrics.ClientMetrics` its
+            connections count themselves and their bytes into.
     """
 
     def __init__(
@@ -74,8 +76,11 @@ class Endpoint:
         *,
         backoff: Optional[Backoff] = None,
         resend: Optional[Callable[..., Awaitable[Any]]] = None,
+        metrics: Any = None,
     ) -> None:
         self.address: Address = parse_address(address)
+        #: a ClientMetrics its connections count themselves and their bytes into
+        self.metrics = metrics
         self.options = options if options is not None else ClientOptions()
         self._reconnect = Reconnect(self.address, backoff if backoff is not None else self.options.backoff.fresh())
         self._resend = resend if resend is not None else self._resend_here
@@ -163,6 +168,8 @@ class Endpoint:
         try:
 
             def factory() -> ClientProtocol:
+                if self.metrics is not None:
+                    return MeteredClientProtocol(loop, options, metrics=self.metrics, on_change=self._on_change, resend=self._resend)
                 return ClientProtocol(loop, options, on_change=self._on_change, resend=self._resend)
 
             if addr.kind == "unix":

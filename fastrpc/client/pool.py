@@ -41,6 +41,8 @@ class Pool:
             on its own (a copy of ``backoff``).
         middleware: callables ``mw(call, call_next)`` run around every
             call, as for :class:`AsyncClient`.
+        metrics: a :class:`fastrpc.middleware.metrics.ClientMetrics`, as
+            for :class:`AsyncClient`.
         backoff_base, backoff_max: shorthand for ``backoff=Backoff(base, max)``.
     """
 
@@ -52,6 +54,7 @@ class Pool:
         picker: Callable[[Sequence[Endpoint]], Picker] = RoundRobinPicker,
         options: Optional[ClientOptions] = None,
         middleware: Optional[Sequence[Middleware]] = None,
+        metrics: Any = None,
         backoff_base: Optional[float] = None,
         backoff_max: Optional[float] = None,
         **settings: Any,
@@ -75,12 +78,13 @@ class Pool:
         self.options = ClientOptions.build(options, settings)
         self._make_picker = picker
         self.endpoints: List[Endpoint] = [
-            Endpoint(a, self.options, resend=self._resend) for a in addresses for _ in range(size)
+            Endpoint(a, self.options, resend=self._resend, metrics=metrics) for a in addresses for _ in range(size)
         ]
         for ep in self.endpoints:
             ep.subscribe(self._rebuild)
         self._picker: Picker = picker([])
         self._chain: Optional[Callable[[OutgoingCall], Any]] = None
+        middleware = ([metrics] if metrics is not None else []) + list(middleware or ())
         if middleware:
             self._chain, _ = compose(middleware, self._send, True)
         self._started = False

@@ -42,6 +42,8 @@ class Client:
             call, ``go()`` and notification, the first outermost (see
             :mod:`fastrpc.middleware`; in ``go()``, ``call_next`` returns
             the call's ``concurrent.futures.Future``).
+        metrics: a :class:`fastrpc.middleware.metrics.ClientMetrics` to
+            count calls, latency, connections and bytes in.
 
     With ``keepalive_interval`` the client pings a server silent that long
     while calls wait, and fails the calls if it stays silent
@@ -59,10 +61,13 @@ class Client:
         lazy: bool = False,
         options: Optional[ClientOptions] = None,
         middleware: Optional[Sequence[Middleware]] = None,
+        metrics: Any = None,
         **settings: Any,
     ) -> None:
         self.options = ClientOptions.build(options, settings)
         self._chain: Optional[Callable[[OutgoingCall], Any]] = None
+        self._metrics = metrics
+        middleware = ([metrics] if metrics is not None else []) + list(middleware or ())
         if middleware:
             chain, is_async = compose(middleware, self._send, False)
             if is_async:
@@ -95,7 +100,7 @@ class Client:
                 raise Unavailable("client is closed")
             self._reconnect.check(time.monotonic())
             try:
-                conn = SyncConnection(self.address, self.options)
+                conn = SyncConnection(self.address, self.options, self._metrics)
             except BaseException as exc:
                 err = self._reconnect.failed(exc, time.monotonic())
                 if err is exc:

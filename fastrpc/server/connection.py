@@ -30,6 +30,7 @@ from ..core.session import (
     ServerSession,
 )
 from ..errors import DeadlineExceeded, EncodeError, FrameTooLarge, RpcError, StatusCode
+from ..middleware.metrics import CountingTransport
 from ..transport.aio import BaseProtocol
 from ..wire import constants as W
 from .dispatch import ASYNC, SYNC, Method
@@ -37,7 +38,7 @@ from .dispatch import ASYNC, SYNC, Method
 if TYPE_CHECKING:  # pragma: no cover
     from .server import Server
 
-__all__ = ["ServerConnection"]
+__all__ = ["MeteredServerConnection", "ServerConnection"]
 
 log = logging.getLogger("fastrpc.server")
 
@@ -375,12 +376,16 @@ class ServerConnection(ServerSession, BaseProtocol):  # type: ignore[misc]
             if idx < len(self._methods):
                 m = self._methods[idx]
             else:
+                if self._server._metrics is not None:
+                    self._server._metrics.count_call("unknown", _NOT_FOUND)
                 if not notify:
                     self._writer.write_error(rid, _NOT_FOUND, f"no method with index {idx}")
                 return None
         else:
             m = self._by_name.get(name)
             if m is None:
+                if self._server._metrics is not None:
+                    self._server._metrics.count_call("unknown", _NOT_FOUND)
                 if not notify:
                     self._writer.write_error(rid, _NOT_FOUND, f"unknown method {name!r}")
                 return None
@@ -519,3 +524,26 @@ class ServerConnection(ServerSession, BaseProtocol):  # type: ignore[misc]
             self._writer.write_error(rid, code, message, details)
         except (EncodeError, FrameTooLarge, OverflowError):
             self._writer.write_error(rid, code, message, None)
+
+
+class MeteredServerConnection(ServerConnection):
+    """A server connection that counts itself and its bytes into the
+    server's metrics (used only when the server has metrics: the plain
+    connection pays nothing for them)."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        metrics = self._server._metrics
+        metrics.connection_opened()
+        ServerConnection.connection_made(self, CountingTransport(transport, metrics))  # type: ignore[arg-type]
+
+    def connection_lost(self, exc: Optional[BaseException]) -> None:
+        self._server._metrics.connection_closed()
+        ServerConnection.connection_lost(self, exc)
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self._server._metrics.received(nbytes)
+        ServerConnection.buffer_updated(self, nbytes)
+
+    def data_received(self, data: bytes) -> None:
+        self._server._metrics.received(len(data))
+        ServerConnection.data_received(self, data)

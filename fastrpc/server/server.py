@@ -24,7 +24,7 @@ from ..core.context import inline_slot, server_started, server_stopped
 from ..core.session import AGENT
 from ..transport.address import Address, parse_address
 from ..wire import constants as W
-from .connection import ServerConnection
+from .connection import MeteredServerConnection, ServerConnection
 from .dispatch import DispatchTable, kind_of
 
 __all__ = ["Server"]
@@ -72,6 +72,9 @@ class Server:
             in list order, the first outermost (see
             :mod:`fastrpc.middleware`); composed per method when the server
             starts.  None: calls run exactly as without.
+        metrics: a :class:`fastrpc.middleware.metrics.ServerMetrics` to
+            count calls, latency, connections and bytes in
+            (``pip install fastrpc[prometheus]``).  None: nothing counted.
     """
 
     def __init__(
@@ -93,6 +96,7 @@ class Server:
         executor: Optional[concurrent.futures.Executor] = None,
         max_workers: Optional[int] = None,
         middleware: Optional[Sequence[Any]] = None,
+        metrics: Any = None,
     ) -> None:
         if max_in_flight < 1:
             raise ValueError("max_in_flight must be >= 1")
@@ -119,6 +123,13 @@ class Server:
         for mw in self._middleware:
             if not callable(mw):
                 raise TypeError(f"middleware must be callable as mw(call, call_next), not {mw!r}")
+        self._metrics = metrics
+        self._connection_class: Any = ServerConnection
+        if metrics is not None:
+            # First in the chain, so that the other middleware's time counts;
+            # connections count their bytes.
+            self._middleware.insert(0, metrics)
+            self._connection_class = MeteredServerConnection
         self._handlers: Dict[str, tuple] = {}
         self._dispatch: Optional[DispatchTable] = None
         self._handshake_info: Dict[str, Any] = {}
@@ -228,11 +239,11 @@ class Server:
         for a in addresses:
             addr = parse_address(a)
             if addr.kind == "unix":
-                srv = await loop.create_unix_server(lambda: ServerConnection(self), addr.path, backlog=backlog)
+                srv = await loop.create_unix_server(lambda: self._connection_class(self), addr.path, backlog=backlog)
                 actual = f"unix:{addr.path}"
             else:
                 srv = await loop.create_server(
-                    lambda: ServerConnection(self), addr.host, addr.port, backlog=backlog, reuse_address=True
+                    lambda: self._connection_class(self), addr.host, addr.port, backlog=backlog, reuse_address=True
                 )
                 sockname = srv.sockets[0].getsockname()
                 actual = str(Address("tcp", sockname[0], sockname[1], ""))
