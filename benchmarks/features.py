@@ -23,6 +23,9 @@ call of each feature over none.  Features:
   API installed (its no-op tracer), requests carrying a ``traceparent``;
 * ``metrics``: Prometheus metrics on both sides (calls, latency histogram,
   in flight, connections, bytes);
+* ``access log``: the access log on the side measured (``Server(access_log=
+  ...)``, ``AccessLog`` on the clients), to a logger at INFO whose handler
+  drops the records: a record is made and handled per call, no I/O;
 The metrics and OpenTelemetry columns need ``pip install
 fastrpc[prometheus,otel] opentelemetry-sdk`` and are left out without them.
 """
@@ -31,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import platform
 import sys
 import threading
@@ -39,6 +43,7 @@ from typing import Any, Callable, Dict, List, Tuple
 
 import fastrpc
 from fastrpc._impl import IMPLEMENTATION
+from fastrpc.middleware.access import AccessLog
 
 from benchmarks.overhead import Bench, best, fastrpc_async_case, fastrpc_server_case, fastrpc_sync_case
 
@@ -83,11 +88,22 @@ class Feature:
         self.parent = parent
 
 
+def access_logger() -> logging.Logger:
+    """A logger that takes INFO records and drops them (no I/O measured)."""
+    logger = logging.getLogger("benchmarks.access")
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    if not logger.handlers:
+        logger.addHandler(logging.NullHandler())
+    return logger
+
+
 def features() -> List[Feature]:
     out = [
         Feature("none"),
         Feature("1 middleware", {"middleware": [passthrough]}, {"middleware": [passthrough]}),
         Feature("trace context", metadata={"traceparent": TRACEPARENT}, parent=traced_parent()),
+        Feature("access log", {"access_log": access_logger()}, {"middleware": [AccessLog(access_logger())]}),
     ]
     try:
         from prometheus_client import CollectorRegistry

@@ -34,6 +34,7 @@ __all__ = [
     "EncodeError",
     "DecodeError",
     "StatusCode",
+    "code_name",
     "RpcError",
     "Cancelled",
     "Unknown",
@@ -149,6 +150,18 @@ class StatusCode(enum.IntEnum):
     UNAVAILABLE = 14
     DATA_LOSS = 15
     UNAUTHENTICATED = 16
+
+
+_CODE_NAMES: Dict[int, str] = {int(c): c.name for c in StatusCode}
+
+
+def code_name(code: Any) -> str:
+    """A status code's name (``"NOT_FOUND"``); the number as text for a code
+    this version does not know."""
+    try:
+        return _CODE_NAMES[int(code)]
+    except (KeyError, TypeError, ValueError):
+        return str(code)
 
 
 _CODE_CLASSES: Dict[int, Type["RpcError"]] = {}

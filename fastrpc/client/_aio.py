@@ -12,6 +12,7 @@ transport when the session says the connection is over.
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any, Awaitable, Callable, List, Optional
 
 from .._impl import AsyncClientCore
@@ -25,12 +26,15 @@ from ..core.session import (
     HandshakeReceived,
     ProtocolViolation,
 )
-from ..errors import DeadlineExceeded, Unavailable
+from ..errors import DeadlineExceeded, Unavailable, code_name
 from ..middleware.metrics import CountingTransport
+from ..transport.address import peer_text
 from ..transport.aio import BaseProtocol
 from .options import ClientOptions
 
 __all__ = ["ClientProtocol", "MeteredClientProtocol"]
+
+log = logging.getLogger("fastrpc.client")
 
 
 class ClientProtocol(AsyncClientCore, ClientSession, BaseProtocol):  # type: ignore[misc]
@@ -47,6 +51,8 @@ class ClientProtocol(AsyncClientCore, ClientSession, BaseProtocol):  # type: ign
             said (GOAWAY) it never read.  None: such a call fails with
             :class:`~fastrpc.NotProcessed`.
     """
+
+    _peername: Any = None
 
     def __init__(
         self,
@@ -81,6 +87,7 @@ class ClientProtocol(AsyncClientCore, ClientSession, BaseProtocol):  # type: ign
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         BaseProtocol.connection_made(self, transport)
+        self._peername = transport.get_extra_info("peername")
         self.initiate()
         self._flush()
         self._last_seen = self._loop.time()
@@ -98,17 +105,22 @@ class ClientProtocol(AsyncClientCore, ClientSession, BaseProtocol):  # type: ign
             elif isinstance(ev, GoAwayReceived):
                 # New calls go elsewhere from now on; the calls in flight
                 # still complete.
+                log.info("%s is going away (%s: %s); new calls go to a new connection", peer_text(self._peername), code_name(ev.code), ev.message)
                 self._changed()
             elif isinstance(ev, (ProtocolViolation, ConnectionFailed)):
+                log.warning("closing the connection to %s: %s", peer_text(self._peername), ev.error)
                 if not self.handshake.done():
                     self.handshake.set_exception(ev.error)
                 self.close()
 
     def connection_lost(self, exc: Optional[BaseException]) -> None:
+        closing = self._closing
         BaseProtocol.connection_lost(self, exc)
         if self._keepalive_timer is not None:
             self._keepalive_timer.cancel()
             self._keepalive_timer = None
+        if not closing:
+            log.info("connection to %s lost: %s", peer_text(self._peername), exc or "closed by the server")
         self.lost(f"connection lost: {exc}" if exc else "connection closed by the server")
         if not self.handshake.done():
             self.handshake.set_exception(Unavailable(self.lost_reason))

@@ -14,6 +14,7 @@ wait on, the reader thread of ``go()`` calls.
 from __future__ import annotations
 
 import concurrent.futures
+import logging
 import socket
 import threading
 import time
@@ -28,9 +29,9 @@ from ..core.session import (
     GoAwayReceived,
     ProtocolViolation,
 )
-from ..errors import Cancelled, NotProcessed, Unavailable
-from ..transport.address import Address
+from ..errors import Cancelled, NotProcessed, Unavailable, code_name
 from ..middleware.metrics import CountingSocket
+from ..transport.address import Address
 from ..transport.blocking import open_socket, send_chunks
 from .options import ClientOptions
 
@@ -39,6 +40,8 @@ __all__ = ["SyncConnection"]
 #: how often a call made in a blocking handler looks at whether the call it
 #: was made for has been cancelled (seconds)
 _PARENT_POLL = 0.1
+
+log = logging.getLogger("fastrpc.client")
 
 
 class SyncConnection(SyncClientCore, ClientSession):  # type: ignore[misc]
@@ -301,8 +304,10 @@ class SyncConnection(SyncClientCore, ClientSession):  # type: ignore[misc]
             if isinstance(ev, GoAwayReceived):
                 # No new calls here (the Client opens another connection for
                 # the next one); close once the calls in flight are answered.
+                log.info("%s is going away (%s: %s); new calls go to a new connection", self.address, code_name(ev.code), ev.message)
                 self.retiring = True
             elif isinstance(ev, (ProtocolViolation, ConnectionFailed)):
+                log.warning("closing the connection to %s: %s", self.address, ev.error)
                 if not self._handshaken and isinstance(ev, ProtocolViolation):
                     self._handshake_error = ev.error  # wrong protocol: say exactly what
                 self.broken(self.lost_reason or str(ev.error))
@@ -348,6 +353,8 @@ class SyncConnection(SyncClientCore, ClientSession):  # type: ignore[misc]
         if not self.alive:
             return
         self.alive = False
+        if reason != "client closed" and self._handshaken:
+            log.info("connection to %s lost: %s", self.address, reason)
         if self._metrics is not None:
             self._metrics.connection_closed()
         try:

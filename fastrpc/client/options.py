@@ -7,12 +7,15 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import logging
 import random
 from typing import Any, Dict, Mapping, Optional
 
 from ..errors import FastRPCError, FrameError, Unavailable
 from ..transport.address import Address
 from ..wire import constants as W
+
+log = logging.getLogger("fastrpc.client")
 
 __all__ = ["Backoff", "ClientOptions", "Reconnect"]
 
@@ -188,11 +191,14 @@ class Reconnect:
     def failed(self, exc: BaseException, now: float) -> BaseException:
         """Record a failed attempt at ``now``; return what to raise."""
         self.last_error = exc
-        self.next_attempt = now + self.backoff.next_delay()
+        delay = self.backoff.next_delay()
+        self.next_attempt = now + delay
         if isinstance(exc, FrameError):
+            log.warning("%s does not speak this protocol: %s", self.address, exc)
             return exc
         if isinstance(exc, (OSError, asyncio.TimeoutError, FastRPCError)):
             reason = getattr(exc, "message", None) or str(exc) or type(exc).__name__
+            log.info("cannot connect to %s: %s (next attempt in %.3fs)", self.address, reason, delay)
             err = Unavailable(f"cannot connect to {self.address}: {reason}")
             err.__cause__ = exc
             return err
@@ -200,5 +206,6 @@ class Reconnect:
 
     def succeeded(self) -> None:
         """Record a successful attempt."""
+        log.debug("connected to %s", self.address)
         self.backoff.reset()
         self.next_attempt = 0.0

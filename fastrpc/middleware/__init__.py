@@ -30,11 +30,14 @@ middleware runs exactly as before.
 
 from __future__ import annotations
 
+import concurrent.futures
 import inspect
 import time
 from typing import Any, Awaitable, Callable, Dict, List, Optional, Sequence, Tuple
 
-__all__ = ["Middleware", "OutgoingCall", "compose", "is_async_callable"]
+from ..errors import RpcError, StatusCode
+
+__all__ = ["Middleware", "OutgoingCall", "code_of", "compose", "is_async_callable", "observe"]
 
 #: ``mw(call, call_next) -> result`` (or an awaitable of it)
 Middleware = Callable[[Any, Callable[[Any], Any]], Any]
@@ -97,6 +100,58 @@ def _link(mw: Middleware, nxt: Callable[[Any], Any], is_async: bool) -> Callable
         return mw(call, nxt)
 
     return step
+
+
+_UNKNOWN = int(StatusCode.UNKNOWN)
+_CANCELLED = int(StatusCode.CANCELLED)
+
+
+def code_of(exc: BaseException) -> int:
+    """The status code a call that raised ``exc`` ends with: an
+    :class:`~fastrpc.RpcError`'s own, CANCELLED for a cancellation,
+    UNKNOWN for anything else."""
+    if isinstance(exc, RpcError):
+        return int(exc.code)
+    if type(exc).__name__ == "CancelledError":  # asyncio's or concurrent.futures'
+        return _CANCELLED
+    return _UNKNOWN
+
+
+def observe(call_next: Callable[[Any], Any], call: Any, done: Callable[..., None], a: Any, b: Any) -> Any:
+    """Run the rest of the chain, ``call_next(call)``, and call ``done(a, b,
+    code)`` once the call has ended (``code``: 0, or :func:`code_of` its
+    error), whatever form its result takes: a value (a sync chain), an
+    awaitable (an async chain: awaited, and ``done`` runs when it is), or
+    the future of a sync client's ``go()`` (``done`` runs when it
+    resolves).  What a middleware that times or counts calls is made of;
+    ``a`` and ``b`` are its own (no closure per call)."""
+    try:
+        result = call_next(call)
+    except BaseException as exc:
+        done(a, b, code_of(exc))
+        raise
+    if hasattr(type(result), "__await__"):
+        return _observe_async(result, done, a, b)
+    if isinstance(result, concurrent.futures.Future):
+
+        def resolved(fut: concurrent.futures.Future) -> None:
+            exc = None if fut.cancelled() else fut.exception()
+            done(a, b, _CANCELLED if fut.cancelled() else (0 if exc is None else code_of(exc)))
+
+        result.add_done_callback(resolved)
+        return result
+    done(a, b, 0)
+    return result
+
+
+async def _observe_async(awaitable: Any, done: Callable[..., None], a: Any, b: Any) -> Any:
+    try:
+        result = await awaitable
+    except BaseException as exc:
+        done(a, b, code_of(exc))
+        raise
+    done(a, b, 0)
+    return result
 
 
 class OutgoingCall:

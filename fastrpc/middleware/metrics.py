@@ -40,7 +40,8 @@ import threading
 import time
 from typing import Any, Callable, Dict, Iterator, List, Sequence, Tuple
 
-from ..errors import RpcError, StatusCode
+from ..errors import StatusCode
+from . import observe
 
 __all__ = ["BUCKETS", "ClientMetrics", "CountingSocket", "CountingTransport", "ServerMetrics"]
 
@@ -50,18 +51,8 @@ BUCKETS: Tuple[float, ...] = (
     0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 )
 
-_UNKNOWN_CODE = int(StatusCode.UNKNOWN)
 _CODE_NAMES = {int(c): c.name for c in StatusCode}
 _perf = time.perf_counter
-
-
-def _code_of(exc: BaseException) -> int:
-    if isinstance(exc, RpcError):
-        return int(exc.code)
-    name = type(exc).__name__
-    if name == "CancelledError":
-        return int(StatusCode.CANCELLED)
-    return _UNKNOWN_CODE
 
 
 class _Stats:
@@ -126,31 +117,13 @@ class _Metrics:
         return stats
 
     def __call__(self, call: Any, call_next: Callable[[Any], Any]) -> Any:
-        # The middleware: first in the chain.  Sync or async alike: an
-        # awaitable from the rest of the chain is counted when it is done.
+        # The middleware: first in the chain.  Sync, async or a go() future
+        # alike: the call is counted when it has ended.
         stats = self._stats(call.method)
-        start = _perf()
         with self._lock:
             stats.started += 1
             stats.in_flight += 1
-        try:
-            result = call_next(call)
-        except BaseException as exc:
-            self._done(stats, start, _code_of(exc))
-            raise
-        if hasattr(type(result), "__await__"):
-            return self._finish(stats, start, result)
-        self._done(stats, start, 0)
-        return result
-
-    async def _finish(self, stats: _Stats, start: float, awaitable: Any) -> Any:
-        try:
-            result = await awaitable
-        except BaseException as exc:
-            self._done(stats, start, _code_of(exc))
-            raise
-        self._done(stats, start, 0)
-        return result
+        return observe(call_next, call, self._done, stats, _perf())
 
     def _done(self, stats: _Stats, start: float, code: int) -> None:
         elapsed = _perf() - start

@@ -32,6 +32,7 @@ tracer makes them cost little; without this middleware they cost nothing.
 
 from __future__ import annotations
 
+import concurrent.futures
 from typing import Any, Callable, Optional
 
 try:
@@ -43,13 +44,14 @@ except ImportError as exc:  # pragma: no cover - the extra is not installed
         "fastrpc.middleware.otel needs opentelemetry-api: pip install fastrpc[otel]"
     ) from exc
 
-from ..errors import RpcError
+from ..errors import StatusCode as RpcStatus
+from . import code_of
 
 __all__ = ["ClientSpans", "ServerSpans"]
 
 #: the instrumentation scope's name
 SCOPE = "fastrpc"
-_UNKNOWN = 2  # StatusCode.UNKNOWN, for exceptions that are not RpcErrors
+_CODE_NAMES = {int(c): c.name for c in RpcStatus}
 
 
 def _split(method: str) -> "tuple[str, str]":
@@ -69,12 +71,21 @@ def _peer(peer: Any) -> "tuple[Optional[str], Optional[int]]":
 
 
 def _failed(span: Any, exc: BaseException) -> None:
-    code = int(exc.code) if isinstance(exc, RpcError) else _UNKNOWN
-    name = exc.code.name if isinstance(exc, RpcError) and hasattr(exc.code, "name") else "UNKNOWN"
+    code = code_of(exc)
+    name = _CODE_NAMES.get(code, str(code))
     span.set_attribute("rpc.fastrpc.status_code", code)
     span.set_attribute("error.type", name)
     span.record_exception(exc)
     span.set_status(Status(StatusCode.ERROR, f"{name}: {getattr(exc, 'message', exc)}"))
+
+
+def _resolved(span: Any, fut: "concurrent.futures.Future[Any]") -> None:
+    exc = concurrent.futures.CancelledError() if fut.cancelled() else fut.exception()
+    if exc is None:
+        span.set_attribute("rpc.fastrpc.status_code", 0)
+    else:
+        _failed(span, exc)
+    span.end()
 
 
 class _Spans:
@@ -104,6 +115,10 @@ class _Spans:
             otel_context.detach(token)
         if hasattr(type(result), "__await__"):
             return self._finish(span, ctx, result)
+        if isinstance(result, concurrent.futures.Future):
+            # A sync client's go(): the span lasts until the answer.
+            result.add_done_callback(lambda fut: _resolved(span, fut))
+            return result
         span.set_attribute("rpc.fastrpc.status_code", 0)
         span.end()
         return result

@@ -31,6 +31,7 @@ from ..core.session import (
 )
 from ..errors import DeadlineExceeded, EncodeError, FrameTooLarge, RpcError, StatusCode
 from ..middleware.metrics import CountingTransport
+from ..transport.address import peer_text
 from ..transport.aio import BaseProtocol
 from ..wire import constants as W
 from .dispatch import ASYNC, SYNC, Method
@@ -187,12 +188,14 @@ class ServerConnection(ServerSession, BaseProtocol):  # type: ignore[misc]
         server = self._server
         refuse = None
         if server.max_connections is not None and len(server._connections) >= server.max_connections:
-            log.warning("refusing connection from %s: max_connections=%d reached", self._peername, server.max_connections)
+            log.warning("refusing connection from %s: max_connections=%d reached", peer_text(self._peername), server.max_connections)
             refuse = (_RESOURCE_EXHAUSTED, "too many connections")
         if not self.initiate(self._loop.time(), refuse):
             self.close()
             return
         server._connections.add(self)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("connection from %s", peer_text(self._peername))
         self._flush()
         self._arm_timer()
         if server._shutting_down:
@@ -203,7 +206,14 @@ class ServerConnection(ServerSession, BaseProtocol):  # type: ignore[misc]
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        self._server._connections.discard(self)
+        server = self._server
+        if self in server._connections:
+            server._connections.discard(self)
+            running = len(self._calls) + len(self._notifications)
+            if running and not server._shutting_down:
+                log.info("connection from %s lost with %d calls running (cancelled): %s", peer_text(self._peername), running, exc or "closed by the client")
+            elif log.isEnabledFor(logging.DEBUG):
+                log.debug("connection from %s closed%s", peer_text(self._peername), f": {exc}" if exc else "")
         self._backlog = None
         for call in list(self._calls.values()) + list(self._notifications):
             call.cancel("lost")
@@ -292,15 +302,15 @@ class ServerConnection(ServerSession, BaseProtocol):  # type: ignore[misc]
         now = self._loop.time()
         action = self.timer_check(now, self.in_flight)
         if action == TIMER_NO_HANDSHAKE:
-            log.info("closing %s: no handshake within %ss", self._peername, self._handshake_timeout)
+            log.info("closing %s: no handshake within %ss", peer_text(self._peername), self._handshake_timeout)
             self.abort()
             return
         if action == TIMER_HALF_OPEN:
-            log.info("closing %s: no answer to keepalive ping (half-open?)", self._peername)
+            log.info("closing %s: no answer to keepalive ping (half-open?)", peer_text(self._peername))
             self.abort()
             return
         if action == TIMER_IDLE:
-            log.info("closing %s: idle for %.1fs", self._peername, now - self._last_seen)
+            log.info("closing %s: idle for %.1fs", peer_text(self._peername), now - self._last_seen)
             self.close()
             return
         if len(self._writer):
@@ -363,7 +373,7 @@ class ServerConnection(ServerSession, BaseProtocol):  # type: ignore[misc]
         if violation is None and error is not None and self._backlog is None:
             violation = self.violation(error)
         if violation is not None:
-            log.info("closing connection from %s: %s", self._peername, violation.error)
+            log.info("closing connection from %s: %s", peer_text(self._peername), violation.error)
             self.close()
         elif len(self._writer):
             self._flush()

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import inspect
+import logging
 import os
 import signal
 import time
@@ -22,12 +23,16 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Union
 from .._impl import Decoder
 from ..core.context import inline_slot, server_started, server_stopped
 from ..core.session import AGENT
+from ..middleware.access import AccessLog
 from ..transport.address import Address, parse_address
 from ..wire import constants as W
 from .connection import MeteredServerConnection, ServerConnection
+from .builtin import Health, reflect
 from .dispatch import DispatchTable, kind_of
 
 __all__ = ["Server"]
+
+log = logging.getLogger("fastrpc.server")
 
 
 class Server:
@@ -75,6 +80,12 @@ class Server:
         metrics: a :class:`fastrpc.middleware.metrics.ServerMetrics` to
             count calls, latency, connections and bytes in
             (``pip install fastrpc[prometheus]``).  None: nothing counted.
+        access_log: log every call (method, status, duration, peer, trace
+            id) at INFO on the ``fastrpc.access`` logger; a
+            :class:`logging.Logger` to log there instead.  Off by default.
+        builtins: serve ``fastrpc.Health.check``/``watch`` and
+            ``fastrpc.Reflection.methods`` (see :mod:`fastrpc.server.builtin`);
+            :attr:`health` sets services' statuses.
     """
 
     def __init__(
@@ -97,6 +108,8 @@ class Server:
         max_workers: Optional[int] = None,
         middleware: Optional[Sequence[Any]] = None,
         metrics: Any = None,
+        access_log: Any = False,
+        builtins: bool = True,
     ) -> None:
         if max_in_flight < 1:
             raise ValueError("max_in_flight must be >= 1")
@@ -123,6 +136,8 @@ class Server:
         for mw in self._middleware:
             if not callable(mw):
                 raise TypeError(f"middleware must be callable as mw(call, call_next), not {mw!r}")
+        if access_log:
+            self._middleware.insert(0, AccessLog(access_log if isinstance(access_log, logging.Logger) else None))
         self._metrics = metrics
         self._connection_class: Any = ServerConnection
         if metrics is not None:
@@ -130,6 +145,10 @@ class Server:
             # connections count their bytes.
             self._middleware.insert(0, metrics)
             self._connection_class = MeteredServerConnection
+        self._builtins = builtins
+        #: the health the built-in health service reports (set a service's
+        #: status with ``health.set(name, "NOT_SERVING")``)
+        self.health = Health()
         self._handlers: Dict[str, tuple] = {}
         self._dispatch: Optional[DispatchTable] = None
         self._handshake_info: Dict[str, Any] = {}
@@ -191,6 +210,12 @@ class Server:
     def _freeze(self) -> None:
         if self._dispatch is not None:
             return
+        if self._builtins and "fastrpc.Health.check" not in self._handlers:
+            # After the application's methods: their indices do not move.
+            self.health.known(sorted({name.rpartition(".")[0] for name in self._handlers}))
+            self.register_function(self.health.check, "fastrpc.Health.check")
+            self.register_function(self.health.watch, "fastrpc.Health.watch")
+            self.register_function(self._reflect, "fastrpc.Reflection.methods")
         slot = None
         if self._middleware:
             # Sync middleware chains run inline and note their call in the
@@ -205,6 +230,11 @@ class Server:
             "max_frame_size": self.max_frame_size,
         }
         self._dispatch = table
+
+    def _reflect(self) -> List[Dict[str, Any]]:
+        """Reflection.methods: every method's name, kind, signature and
+        docstring's first line."""
+        return reflect(self._dispatch)
 
     def _get_executor(self) -> concurrent.futures.Executor:
         if self._executor is None:
@@ -249,6 +279,7 @@ class Server:
                 actual = str(Address("tcp", sockname[0], sockname[1], ""))
             self._servers.append(srv)
             self.addresses.append(actual)
+            log.info("listening on %s", actual)
             bound.append(actual)
         return bound[0] if len(bound) == 1 else bound
 
@@ -270,9 +301,11 @@ class Server:
                 await self._closed.wait()
             return
         self._shutting_down = True
+        self.health.shutdown()  # NOT_SERVING from here on
         for srv in self._servers:
             srv.close()
         conns = list(self._connections)
+        log.info("shutting down: draining %d connections (grace %ss)", len(conns), grace)
         for conn in conns:
             conn.start_draining()
         if conns:
@@ -280,10 +313,14 @@ class Server:
             done, pending = await asyncio.wait(waits, timeout=max(grace, 0))
             for w in pending:
                 w.cancel()
+        cut = 0
         for conn in list(self._connections):
             for call in list(conn._calls.values()) + list(conn._notifications):
                 call.cancel("shutdown")
+                cut += 1
             conn._flush()
+        if cut:
+            log.warning("shutdown: %d calls still running after the grace period were cancelled", cut)
         # Let the answers of cancelled tasks be written, then close.
         await asyncio.sleep(0)
         for conn in list(self._connections):
@@ -311,6 +348,7 @@ class Server:
         if self._closed is not None:
             self._closed.set()
             server_stopped()
+        log.info("stopped")
 
     @property
     def connections(self) -> int:

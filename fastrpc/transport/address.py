@@ -6,7 +6,7 @@ Accepted forms: ``tcp://host:port``, ``host:port``, ``[::1]:port``,
 
 from __future__ import annotations
 
-from typing import NamedTuple, Tuple, Union
+from typing import Any, NamedTuple, Tuple, Union
 
 
 class Address(NamedTuple):
@@ -58,3 +58,17 @@ def parse_address(address: Union[str, Tuple[str, int], Address]) -> Address:
     if not 0 <= port_n <= 65535:
         raise ValueError(f"port out of range in address {address!r}")
     return Address("tcp", host or "127.0.0.1", port_n, "")
+
+
+def peer_text(peer: Any) -> str:
+    """A peer as people read it: ``host:port`` (``[v6]:port``) for a TCP
+    peer name, the URL of an :class:`Address`, a Unix socket's path, ``-``
+    when unknown (a Unix socket's client has no name)."""
+    if isinstance(peer, Address):
+        return str(peer)
+    if isinstance(peer, tuple) and len(peer) >= 2:
+        host = str(peer[0])
+        return f"[{host}]:{peer[1]}" if ":" in host else f"{host}:{peer[1]}"
+    if peer is None or peer == "" or peer == b"":
+        return "-"
+    return peer.decode(errors="replace") if isinstance(peer, bytes) else str(peer)

@@ -147,3 +147,38 @@ def test_metrics_are_scraped_over_http(run):
             await server.shutdown()
 
     run(main())
+
+
+def test_sync_go_calls_counted_when_answered(run):
+    # go() returns a future: the call is counted when it resolves, with its
+    # outcome and its whole latency, not when it is sent.
+    async def main():
+        server = fastrpc.Server()
+        server.register(Svc(), "Svc")
+        address = await server.start("tcp://127.0.0.1:0")
+        registry = CollectorRegistry()
+        loop = asyncio.get_running_loop()
+
+        def calls() -> Any:
+            with fastrpc.Client(address, metrics=ClientMetrics(registry)) as c:
+                slow = c.go("Svc.slow", 0.2)
+                in_flight = _sample(registry, "fastrpc_client_in_flight", {"method": "Svc.slow"})
+                bad = c.go("Svc.fail")
+                assert slow.result(10) == "done"
+                with pytest.raises(fastrpc.NotFound):
+                    bad.result(10)
+                return in_flight
+
+        try:
+            in_flight = await loop.run_in_executor(None, calls)
+        finally:
+            await server.shutdown()
+        return registry, in_flight
+
+    registry, in_flight = run(main())
+    assert in_flight == 1
+    s = lambda name, **labels: _sample(registry, name, labels)  # noqa: E731
+    assert s("fastrpc_client_handled_total", method="Svc.slow", code="OK") == 1
+    assert s("fastrpc_client_handled_total", method="Svc.fail", code="NOT_FOUND") == 1
+    assert s("fastrpc_client_in_flight", method="Svc.slow") == 0
+    assert s("fastrpc_client_handling_seconds_bucket", method="Svc.slow", le="0.1") == 0  # it took 0.2 s

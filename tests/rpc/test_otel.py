@@ -171,3 +171,45 @@ def test_server_spans_wrap_sync_async_and_blocking_handlers(run):
     for m, span_id in seen.items():
         # the span was current inside the handler, wherever it ran
         assert spans[f"Svc/{m}"].context.span_id == span_id != 0
+
+
+def test_client_span_of_a_go_call_ends_with_its_answer(run):
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+
+    class Svc:
+        async def slow(self) -> str:
+            await asyncio.sleep(0.2)
+            return "done"
+
+        def fail(self) -> None:
+            raise fastrpc.NotFound("gone")
+
+    async def main():
+        server = fastrpc.Server()
+        server.register(Svc())
+        address = await server.start("tcp://127.0.0.1:0")
+        loop = asyncio.get_running_loop()
+
+        def calls() -> Any:
+            with fastrpc.Client(address, middleware=[ClientSpans(tracer_provider=provider)]) as c:
+                slow, bad = c.go("Svc.slow"), c.go("Svc.fail")
+                finished_before = len(exporter.get_finished_spans()) if not slow.done() else None
+                assert slow.result(10) == "done"
+                with pytest.raises(fastrpc.NotFound):
+                    bad.result(10)
+                return finished_before
+
+        try:
+            return await loop.run_in_executor(None, calls)
+        finally:
+            await server.shutdown()
+
+    finished_before = run(main())
+    assert finished_before in (0, 1)  # at most the failing call had ended
+    spans = {s.name: s for s in exporter.get_finished_spans()}
+    slow, bad = spans["Svc/slow"], spans["Svc/fail"]
+    assert (slow.end_time - slow.start_time) >= 0.15e9  # ns: the span lasted until the answer
+    assert slow.status.is_ok and slow.attributes["rpc.fastrpc.status_code"] == 0
+    assert not bad.status.is_ok and bad.attributes["error.type"] == "NOT_FOUND"
