@@ -83,6 +83,11 @@ class Service:
         self.seen.append(("slow", value))
         return value
 
+    def seen_call(self, a: int, b: int = 0) -> Any:
+        from fastrpc import current_call
+
+        return [a, b, dict(current_call().metadata)]
+
 
 def _frames(data: bytes) -> List[Any]:
     parser = FrameParser()
@@ -439,6 +444,32 @@ def test_sync_plain_calls_from_many_threads(impl, live_server):
             sys.setswitchinterval(old)
         assert all(all(r) for r in results)
         assert client._conn._pending == {}
+    finally:
+        client.close()
+
+
+def test_sync_plain_call_carries_kwargs_and_metadata(impl, live_server):
+    # The plain path takes kwargs and metadata (what an inherited trace
+    # context adds); with keepalive on (or another thread reading) the same
+    # call goes the general way and gives the same answer.
+    client = _sync_client(impl, live_server)
+    try:
+        conn = client._conn
+        md = {"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}
+
+        def calls() -> Any:
+            return [
+                conn.call_plain("S.seen_call", (1,), {"b": 2}, md),
+                conn.call_plain("S.seen_call", (3,), None, md),
+                conn.call_plain("S.seen_call", (4,), {"b": 5}, None),
+            ]
+
+        want = [[1, 2, md], [3, 0, md], [4, 5, {}]]
+        assert _in_thread(calls) == want
+        conn._timeout_mode = 30.0  # as with keepalive: the general path
+        conn.sock.settimeout(30.0)
+        assert _in_thread(calls) == want
+        assert conn._pending == {}
     finally:
         client.close()
 

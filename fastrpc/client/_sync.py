@@ -170,8 +170,9 @@ class SyncConnection(SyncClientCore, ClientSession):  # type: ignore[misc]
         finally:
             self.send_lock.release()
 
-    def _call(self, method: str, args: Any) -> Any:
-        rid, slot = self.send_request(method, args, None, None, None, None)
+    def _call(self, method: str, args: Any, kwargs: Any = None, metadata: Any = None) -> Any:
+        # call_plain()'s general path (keepalive on, or another thread reading).
+        rid, slot = self.send_request(method, args, kwargs, None, metadata, None)
         return self.wait(rid, slot)
 
     # -- receiving -------------------------------------------------------------------

@@ -177,9 +177,11 @@ class Client:
         conn = self._conn
         if conn is None or not conn.alive or conn.peer_goaway:
             conn = self._connection()
-        if timeout is None and metadata is None and not kwargs and parent is None:
+        if timeout is None and (parent is None or parent._call is None):
+            # No deadline, and no parent whose cancellation must be watched
+            # (an inline handler's cannot be cancelled while it runs).
             try:
-                return conn.call_plain(method, args)
+                return conn.call_plain(method, args, kwargs or None, metadata or None)
             except NotProcessed:
                 pass
         else:

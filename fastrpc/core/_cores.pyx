@@ -320,20 +320,21 @@ cdef class CallSlot:
 cdef class SyncClientCore(ClientSessionCore):
     """The per-call path of the blocking-socket client.
 
-    :meth:`call_plain` makes a call with no deadline, kwargs or metadata
-    when no other thread is reading the socket: it sends, then reads until
+    :meth:`call_plain` makes a call with no deadline (kwargs and metadata
+    allowed) when no other thread is reading the socket: it sends, then reads until
     its answer is in, completing any other thread's answers on the way
     through the session rules (``_received``).  Anything else takes the
     general path (``_call``).
     """
 
-    def call_plain(self, method, args):
-        """Call ``method`` with positional ``args``; return its result."""
+    def call_plain(self, method, args, kwargs=None, metadata=None):
+        """Call ``method`` with ``args`` (and ``kwargs``, ``metadata``: None
+        or non-empty); return its result."""
         cdef CallSlot slot
         cdef unsigned long long rid
         cdef FrameWriter writer
         if not self.alive or self._timeout_mode is not None or not self.recv_lock.acquire(False):
-            return self._call(method, args)
+            return self._call(method, args, kwargs, metadata)
         slot = self._plain_slot
         try:
             # recv_lock, then send_lock: the order every path takes both in.
@@ -343,7 +344,7 @@ cdef class SyncClientCore(ClientSessionCore):
                     raise Unavailable(self.lost_reason or "connection is closed")
                 rid = self._next_id = _free_id(self._next_id, self._pending)
                 writer = self._writer
-                writer._write_request(rid, self.methods.get(method, method), args, None, None, None, False)
+                writer._write_request(rid, self.methods.get(method, method), args, kwargs, None, metadata, False)
                 try:
                     try:
                         if writer._ref_bytes:

@@ -321,17 +321,18 @@ class CallSlot:
 class SyncClientCore(ClientSessionCore):
     """The per-call path of the blocking-socket client.
 
-    :meth:`call_plain` makes a call with no deadline, kwargs or metadata
-    when no other thread is reading the socket: it sends, then reads until
+    :meth:`call_plain` makes a call with no deadline (kwargs and metadata
+    allowed) when no other thread is reading the socket: it sends, then reads until
     its answer is in, completing any other thread's answers on the way
     through the session rules (``_received``).  Anything else takes the
     general path (``_call``).
     """
 
-    def call_plain(self, method: str, args: Any) -> Any:
-        """Call ``method`` with positional ``args``; return its result."""
+    def call_plain(self, method: str, args: Any, kwargs: Any = None, metadata: Any = None) -> Any:
+        """Call ``method`` with ``args`` (and ``kwargs``, ``metadata``: None
+        or non-empty); return its result."""
         if not self.alive or self._timeout_mode is not None or not self.recv_lock.acquire(False):
-            return self._call(method, args)
+            return self._call(method, args, kwargs, metadata)
         slot = self._plain_slot
         try:
             # recv_lock, then send_lock: the order every path takes both in.
@@ -344,7 +345,7 @@ class SyncClientCore(ClientSessionCore):
                     rid = _free_id(self._next_id, pending)  # wrapped, or in flight still
                 self._next_id = rid
                 writer = self._writer
-                writer.write_request(rid, self.methods.get(method, method), args)
+                writer.write_request(rid, self.methods.get(method, method), args, kwargs, metadata=metadata)
                 try:
                     try:
                         if writer.chunked:
