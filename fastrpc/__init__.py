@@ -20,12 +20,16 @@ from .client import (
     Endpoint,
     EndpointState,
     Picker,
+    PUSHBACK,
+    HedgePolicy,
     Pool,
+    RetryBudget,
+    RetryPolicy,
     RoundRobinPicker,
     connect,
 )
 from .core.context import CallContext, current_call, detached
-from .server import Server, blocking
+from .server import Server, blocking, idempotent
 
 __version__ = "0.1.0"
 
@@ -38,10 +42,15 @@ __all__ = [
     "Endpoint",
     "EndpointState",
     "Picker",
+    "PUSHBACK",
+    "HedgePolicy",
     "Pool",
+    "RetryBudget",
+    "RetryPolicy",
     "RoundRobinPicker",
     "Server",
     "blocking",
+    "idempotent",
     "connect",
     "current_call",
     "detached",

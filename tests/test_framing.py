@@ -1,4 +1,4 @@
-"""Frame writer and incremental parser (wire format 1.1).
+"""Frame writer and incremental parser (wire format 1.2).
 
 Every test runs against both implementations through ``impl``; the tests at
 the end compare the two (``impl_pair``) and are skipped unless both exist.
@@ -231,7 +231,7 @@ def test_golden_other_frames(impl):
     w.write_request(2, 1, (), notify=True)
     w.write_frame(MsgType.PING, 0)
     assert w.take() == (
-        b"FRPC\x01\x01\r\n"
+        b"FRPC\x01\x02\r\n"
         + bytes.fromhex("00000009 02 00 0000 00000007 38")
         + bytes.fromhex("00000010 03 00 0000 00000009 9305a46e6f7065c0")
         + bytes.fromhex("00000009 04 00 0001 00000002 90")
@@ -409,14 +409,14 @@ def test_metadata_with_any_keys(impl):
 
 
 def test_preface_constant():
-    assert PREFACE == b"FRPC\x01\x01\r\n" and W.PREFACE_SIZE == 8
+    assert PREFACE == b"FRPC\x01\x02\r\n" and W.PREFACE_SIZE == 8
 
 
 def test_preface_accepted(impl):
     p = impl.FrameParser()
     assert p.peer_version is None
     assert p.feed(PREFACE) == []
-    assert p.peer_version == (1, 1)
+    assert p.peer_version == (W.PROTOCOL_MAJOR, W.PROTOCOL_MINOR) == (1, 2)
     assert [f.request_id for f in p.feed(raw_frame(request_id=3))] == [3]
     # a 1.0 peer (no GOAWAY `last`) is still a peer
     p = impl.FrameParser()

@@ -159,8 +159,8 @@ def test_import_emits_no_warnings():
 
 def test_wire_constants_pinned():
     """The protocol numbers (docs/protocol.md); changing one is a new version."""
-    assert (W.PROTOCOL_MAJOR, W.PROTOCOL_MINOR) == (1, 1)
-    assert W.MAGIC == b"FRPC" and W.PREFACE == b"FRPC\x01\x01\r\n" and W.PREFACE_SIZE == 8
+    assert (W.PROTOCOL_MAJOR, W.PROTOCOL_MINOR) == (1, 2)
+    assert W.MAGIC == b"FRPC" and W.PREFACE == b"FRPC\x01\x02\r\n" and W.PREFACE_SIZE == 8
     assert (W.HEADER_SIZE, W.HEADER_BODY_SIZE) == (12, 8)
     assert {m.name: m.value for m in W.MsgType} == {
         "REQUEST": 1, "RESPONSE": 2, "ERROR": 3, "NOTIFY": 4, "CANCEL": 5,
@@ -173,7 +173,7 @@ def test_wire_constants_pinned():
     assert W.MAX_FRAME_SIZE_LIMIT == 2**32 - 1 + 4
     assert (W.MAX_REQUEST_ID, W.MAX_METHOD_INDEX, W.MAX_METHOD_NAME, W.MAX_DEADLINE_US) == (2**32 - 1, 2**16 - 1, 2**16 - 1, 2**64 - 1)
     assert fastrpc.MsgType is W.MsgType and fastrpc.ExtType is W.ExtType
-    assert (fastrpc.PROTOCOL_MAJOR, fastrpc.PROTOCOL_MINOR) == (1, 1)
+    assert (fastrpc.PROTOCOL_MAJOR, fastrpc.PROTOCOL_MINOR) == (1, 2)
 
 
 # What fastrpc/wire/_framing.pxd exposes to Python through ``cpdef enum``:

@@ -16,7 +16,9 @@ session (``fastrpc/core/session.py``) driven by ``_aio.py`` (asyncio) or
 from .async_client import AsyncClient, connect
 from .endpoint import Endpoint, EndpointState, Picker, RoundRobinPicker
 from .options import Backoff, ClientOptions
+from .hedge import HedgePolicy
 from .pool import Pool
+from .retry import PUSHBACK, RetryBudget, RetryPolicy
 from .sync_client import Client
 
 __all__ = [
@@ -26,8 +28,12 @@ __all__ = [
     "ClientOptions",
     "Endpoint",
     "EndpointState",
+    "HedgePolicy",
     "Picker",
+    "PUSHBACK",
     "Pool",
+    "RetryBudget",
+    "RetryPolicy",
     "RoundRobinPicker",
     "connect",
 ]

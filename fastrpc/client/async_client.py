@@ -4,15 +4,20 @@ connection, reconnection with backoff.  It is a client over one
 
 from __future__ import annotations
 
-from typing import Any, Awaitable, Callable, List, Optional, Sequence
+import asyncio
+import time
+from typing import Any, Awaitable, Callable, Dict, List, Optional, Sequence
 
-from ..middleware import Middleware, OutgoingCall, compose
-from ..transport.address import Address
-from .endpoint import Endpoint
-from .options import ClientOptions
 from ..core.context import _UNSET as _LOOKUP
 from ..core.context import _current, serving
+from ..errors import RpcError
+from ..middleware import Middleware, OutgoingCall, compose
+from ..transport.address import Address
 from .calls import UNSET, Proxy, inherited, remaining
+from .endpoint import Endpoint
+from .options import ClientOptions
+from .hedge import HedgePolicy, HedgeStats, LatencyTracker, hedged_call
+from .retry import NotSent, RetryBudget, RetryPolicy, call_with_retries
 
 __all__ = ["AsyncClient", "connect"]
 
@@ -34,6 +39,13 @@ class AsyncClient:
             around every call and notification, the first outermost; each
             gets an :class:`~fastrpc.middleware.OutgoingCall` (see
             :mod:`fastrpc.middleware`).
+        metrics: a :class:`fastrpc.middleware.metrics.ClientMetrics`.
+        retry: a :class:`~fastrpc.client.retry.RetryPolicy` for every call
+            (a call's ``retry=`` overrides it); None: one attempt.
+        hedge: ``{"Service.method": HedgePolicy(...)}``: methods whose calls
+            are hedged (on this client's one connection: a hedge that helps
+            when single calls stall; a :class:`Pool` hedges to another
+            server).
     """
 
     def __init__(
@@ -43,14 +55,24 @@ class AsyncClient:
         options: Optional[ClientOptions] = None,
         middleware: Optional[Sequence[Middleware]] = None,
         metrics: Any = None,
+        retry: Optional[RetryPolicy] = None,
+        hedge: Optional[Dict[str, HedgePolicy]] = None,
         **settings: Any,
     ) -> None:
         self.options = ClientOptions.build(options, settings)
         # The user's Backoff object itself (not a copy): one endpoint.
         self._endpoint = Endpoint(address, self.options, backoff=self.options.backoff, metrics=metrics)
         self._chain: Optional[Callable[[OutgoingCall], Any]] = None
+        self._retry = retry
+        self._budget: Optional[RetryBudget] = None
+        if retry is not None and retry.budget is not None:
+            self._budget = retry.budget.fresh()
+        self._hedge: Dict[str, HedgePolicy] = dict(hedge or {})
+        self._latency: Dict[str, LatencyTracker] = {}
+        #: what hedging did on this client
+        self.hedge_stats = HedgeStats()
         middleware = ([metrics] if metrics is not None else []) + list(middleware or ())
-        if middleware:
+        if middleware or retry is not None or self._hedge:
             self._chain, _ = compose(middleware, self._send, True)
 
     @property
@@ -105,7 +127,16 @@ class AsyncClient:
 
     # -- calls ---------------------------------------------------------------------
 
-    def call(self, method: str, *args: Any, timeout: Optional[float] = UNSET, metadata: Optional[dict] = None, **kwargs: Any) -> Any:
+    def call(
+        self,
+        method: str,
+        *args: Any,
+        timeout: Optional[float] = UNSET,
+        metadata: Optional[dict] = None,
+        retry: Any = UNSET,
+        hedge: Any = UNSET,
+        **kwargs: Any,
+    ) -> Any:
         """Call ``method`` (``"Service.method"``) and return an awaitable of
         its result.
 
@@ -113,10 +144,16 @@ class AsyncClient:
         when it passes the call raises :class:`DeadlineExceeded`.  Keyword
         arguments other than ``timeout``/``metadata`` go to the handler.
         Cancelling the awaiting task cancels the call on the server.
+        ``retry``: a :class:`~fastrpc.client.retry.RetryPolicy` for this
+        call (None: one attempt), instead of the client's; ``hedge``: a
+        :class:`~fastrpc.client.hedge.HedgePolicy` for this call (None:
+        not hedged), instead of the client's for this method.
         """
         if timeout is UNSET:
             timeout = self.options.timeout
         p = self._endpoint.connection
+        if retry is not UNSET or hedge is not UNSET:
+            return self._call_with(method, args, kwargs, timeout, metadata, retry, hedge)
         if p is not None and self._chain is None and (not serving[0] or (_current.get() is None and p.call_slot[0] is None)):
             # Connected, no middleware, no call being handled here to
             # inherit from (none can be without a server in this process):
@@ -126,18 +163,62 @@ class AsyncClient:
         # where the call is made (a task that awaits it may run later).
         timeout, metadata, _ = inherited(self.options.inherit, p.call_slot if p is not None else _LOOKUP, timeout, metadata)
         if self._chain is not None:
-            return self._chain(OutgoingCall(method, args, kwargs or None, metadata, timeout, self._endpoint.address))
+            hedge_policy = self._hedge.get(method) if self._hedge else None
+            return self._chain(OutgoingCall(method, args, kwargs or None, metadata, timeout, self._endpoint.address, "call", self._retry, hedge_policy))
         if p is not None:
             return p.call(method, args, kwargs or None, timeout, metadata)
         return self._call_connecting(method, args, kwargs or None, timeout, metadata)
 
+    def _call_with(self, method: str, args: Any, kwargs: Any, timeout: Optional[float], metadata: Any, retry: Any, hedge: Any) -> Awaitable[Any]:
+        # A call with a retry or hedging policy of its own.
+        p = self._endpoint.connection
+        timeout, metadata, _ = inherited(self.options.inherit, p.call_slot if p is not None else _LOOKUP, timeout, metadata)
+        call = OutgoingCall(
+            method,
+            args,
+            kwargs or None,
+            metadata,
+            timeout,
+            self._endpoint.address,
+            "call",
+            self._retry if retry is UNSET else retry,
+            self._hedge.get(method) if hedge is UNSET else hedge,
+        )
+        return self._chain(call) if self._chain is not None else self._send(call)
+
     def _send(self, call: OutgoingCall) -> Awaitable[Any]:
         # The end of the middleware chain: the call itself (its coroutine,
         # with no coroutine of ours around it when connected).
+        if call.hedge is not None and call.kind == "call":
+            tracker = self._latency.get(call.method)
+            if tracker is None and call.hedge.quantile is not None:
+                tracker = self._latency[call.method] = LatencyTracker()
+            return hedged_call(call, call.hedge, self._hedge_pick, tracker, self.hedge_stats)
+        if call.retry is not None and call.kind == "call":
+            if self._budget is None and call.retry.budget is not None:
+                self._budget = call.retry.budget.fresh()
+            return call_with_retries(call, self._budget, self._retry_connect)
         p = self._endpoint.connection
         if p is not None and call.kind == "call":
             return p.call(call.method, call.args, call.kwargs, remaining(call), call.metadata_to_send())
         return self._send_connecting(call)
+
+    async def _hedge_pick(self, used: List[Any]) -> Any:
+        # One endpoint: every attempt on its connection.
+        return self._endpoint.connection or await self._endpoint.connect()
+
+    async def _retry_connect(self, previous: Any) -> Any:
+        # A retry loop's connection: this client's, connecting if need be.
+        ep = self._endpoint
+        p = ep.connection
+        if p is not None:
+            return p
+        try:
+            return await ep.connect()
+        except RpcError as exc:
+            # Not sent.  During the endpoint's backoff another try fails the
+            # same way: the retry waits for its next attempt.
+            raise NotSent(exc, time.monotonic() + max(0.0, ep.next_attempt - asyncio.get_running_loop().time())) from None
 
     async def _send_connecting(self, call: OutgoingCall) -> Any:
         p = await self._endpoint.connect()

@@ -9,16 +9,18 @@ interface (state, subscriptions, ``connection``, ``start``, ``close``).
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Awaitable, Callable, List, Optional, Sequence
+from typing import Any, Awaitable, Callable, Dict, List, Optional, Sequence
 
+from ..core.context import _UNSET as _LOOKUP
+from ..core.context import _current, serving
 from ..errors import NotProcessed, Unavailable
 from ..middleware import Middleware, OutgoingCall, compose
 from ..transport.address import Address
+from .calls import UNSET, Proxy, inherited, remaining
 from .endpoint import Endpoint, EndpointState, Picker, RoundRobinPicker
 from .options import Backoff, ClientOptions
-from ..core.context import _UNSET as _LOOKUP
-from ..core.context import _current, serving
-from .calls import UNSET, Proxy, inherited, remaining
+from .hedge import HedgePolicy, HedgeStats, LatencyTracker, hedged_call
+from .retry import NotSent, RetryBudget, RetryPolicy, call_with_retries
 
 __all__ = ["Pool"]
 
@@ -44,6 +46,12 @@ class Pool:
         metrics: a :class:`fastrpc.middleware.metrics.ClientMetrics`, as
             for :class:`AsyncClient`.
         backoff_base, backoff_max: shorthand for ``backoff=Backoff(base, max)``.
+        retry: a :class:`~fastrpc.client.retry.RetryPolicy` for every call,
+            as for :class:`AsyncClient`; a retry goes to another ready
+            endpoint when there is one.
+        hedge: ``{"Service.method": HedgePolicy(...)}``: the methods whose
+            calls are hedged (see :mod:`fastrpc.client.hedge`); what they
+            did is in :attr:`hedge_stats`.
     """
 
     def __init__(
@@ -57,6 +65,8 @@ class Pool:
         metrics: Any = None,
         backoff_base: Optional[float] = None,
         backoff_max: Optional[float] = None,
+        retry: Optional[RetryPolicy] = None,
+        hedge: Optional[Dict[str, HedgePolicy]] = None,
         **settings: Any,
     ) -> None:
         if isinstance(addresses, (str, Address)) or (
@@ -84,8 +94,16 @@ class Pool:
             ep.subscribe(self._rebuild)
         self._picker: Picker = picker([])
         self._chain: Optional[Callable[[OutgoingCall], Any]] = None
+        self._retry = retry
+        self._budget: Optional[RetryBudget] = None
+        if retry is not None and retry.budget is not None:
+            self._budget = retry.budget.fresh()
+        self._hedge: Dict[str, HedgePolicy] = dict(hedge or {})
+        self._latency: Dict[str, LatencyTracker] = {}
+        #: what hedging did on this pool
+        self.hedge_stats = HedgeStats()
         middleware = ([metrics] if metrics is not None else []) + list(middleware or ())
-        if middleware:
+        if middleware or retry is not None or self._hedge:
             self._chain, _ = compose(middleware, self._send, True)
         self._started = False
         self._closed = False
@@ -127,11 +145,35 @@ class Pool:
                     raise Unavailable("no connection in the pool could be established")
         return self
 
-    def call(self, method: str, *args: Any, timeout: Optional[float] = UNSET, metadata: Optional[dict] = None, **kwargs: Any) -> Any:
-        """Call ``method`` on the endpoint the picker chooses (awaitable)."""
+    def call(
+        self,
+        method: str,
+        *args: Any,
+        timeout: Optional[float] = UNSET,
+        metadata: Optional[dict] = None,
+        retry: Any = UNSET,
+        hedge: Any = UNSET,
+        **kwargs: Any,
+    ) -> Any:
+        """Call ``method`` on the endpoint the picker chooses (awaitable);
+        ``retry`` and ``hedge`` as for :meth:`AsyncClient.call`."""
         if timeout is UNSET:
             timeout = self.options.timeout
         p = None
+        if retry is not UNSET or hedge is not UNSET:
+            timeout, metadata, _ = inherited(self.options.inherit, _LOOKUP, timeout, metadata)
+            call = OutgoingCall(
+                method,
+                args,
+                kwargs or None,
+                metadata,
+                timeout,
+                self.endpoints[0].address,
+                "call",
+                self._retry if retry is UNSET else retry,
+                self._hedge.get(method) if hedge is UNSET else hedge,
+            )
+            return self._chain(call) if self._chain is not None else self._send(call)
         if self._chain is None:
             ep = self._picker.pick(method)
             if ep is not None:
@@ -141,7 +183,8 @@ class Pool:
                     return p.call(method, args, kwargs or None, timeout, metadata)
         timeout, metadata, _ = inherited(self.options.inherit, _LOOKUP, timeout, metadata)
         if self._chain is not None:
-            return self._chain(OutgoingCall(method, args, kwargs or None, metadata, timeout, self.endpoints[0].address))
+            hedge_policy = self._hedge.get(method) if self._hedge else None
+            return self._chain(OutgoingCall(method, args, kwargs or None, metadata, timeout, self.endpoints[0].address, "call", self._retry, hedge_policy))
         if p is not None:
             return p.call(method, args, kwargs or None, timeout, metadata)
         return self._unavailable()
@@ -149,6 +192,15 @@ class Pool:
     def _send(self, call: OutgoingCall) -> Awaitable[Any]:
         # The end of the middleware chain: the call itself, on the endpoint
         # the picker chooses now.
+        if call.hedge is not None and call.kind == "call":
+            tracker = self._latency.get(call.method)
+            if tracker is None and call.hedge.quantile is not None:
+                tracker = self._latency[call.method] = LatencyTracker()
+            return hedged_call(call, call.hedge, lambda used: self._hedge_pick(call.method, used), tracker, self.hedge_stats)
+        if call.retry is not None:
+            if self._budget is None and call.retry.budget is not None:
+                self._budget = call.retry.budget.fresh()
+            return call_with_retries(call, self._budget, lambda previous: self._retry_connect(call.method, previous))
         ep = self._picker.pick(call.method)
         p = ep.connection if ep is not None else None
         if p is None:
@@ -164,6 +216,35 @@ class Pool:
         if p is not None:
             return await p.call(method, args, kwargs, timeout, metadata, False)
         raise NotProcessed("the server closed the connection before reading this call, and no other connection is up")
+
+    async def _retry_connect(self, method: str, previous: Any) -> Any:
+        # A retry loop's connection: the picker's choice, another than the
+        # last attempt's when another is ready.
+        for _ in range(2):
+            ep = self._picker.pick(method)
+            p = ep.connection if ep is not None else None
+            if p is None:
+                break
+            if p is not previous:
+                return p
+        else:
+            return p
+        if self._closed:
+            raise NotSent(Unavailable("pool is closed"))
+        raise NotSent(Unavailable("no connection in the pool is up"))
+
+    async def _hedge_pick(self, method: str, used: List[Any]) -> Any:
+        # A hedged attempt's connection: one not used yet by this call when
+        # one is ready (the picker's next), else the picker's choice.
+        p = None
+        for _ in range(len(self.endpoints)):
+            ep = self._picker.pick(method)
+            p = ep.connection if ep is not None else None
+            if p is None or p not in used:
+                break
+        if p is None:
+            raise Unavailable("pool is closed" if self._closed else "no connection in the pool is up")
+        return p
 
     async def _unavailable(self) -> Any:
         if self._closed:

@@ -13,14 +13,15 @@ from asyncio import _get_running_loop
 from typing import Any, Callable, List, Optional, Sequence
 
 from .._impl import CallSlot
-from ..errors import NotProcessed, Unavailable
+from ..core.context import _UNSET as _LOOKUP
+from ..core.context import _current, serving
+from ..errors import DeadlineExceeded, NotProcessed, RpcError, Unavailable
 from ..middleware import Middleware, OutgoingCall, compose
 from ..transport.address import Address, parse_address
 from ._sync import SyncConnection
-from .options import ClientOptions, Reconnect
-from ..core.context import _UNSET as _LOOKUP
-from ..core.context import _current, serving
 from .calls import UNSET, Proxy, inherited, remaining
+from .options import ClientOptions, Reconnect
+from .retry import Retrier, RetryBudget, RetryPolicy
 
 __all__ = ["Client"]
 
@@ -44,6 +45,9 @@ class Client:
             the call's ``concurrent.futures.Future``).
         metrics: a :class:`fastrpc.middleware.metrics.ClientMetrics` to
             count calls, latency, connections and bytes in.
+        retry: a :class:`~fastrpc.client.retry.RetryPolicy` for every
+            ``call()`` (a call's ``retry=`` overrides it); None: one
+            attempt.  ``go()`` and notifications are not retried.
 
     With ``keepalive_interval`` the client pings a server silent that long
     while calls wait, and fails the calls if it stays silent
@@ -62,13 +66,18 @@ class Client:
         options: Optional[ClientOptions] = None,
         middleware: Optional[Sequence[Middleware]] = None,
         metrics: Any = None,
+        retry: Optional[RetryPolicy] = None,
         **settings: Any,
     ) -> None:
         self.options = ClientOptions.build(options, settings)
         self._chain: Optional[Callable[[OutgoingCall], Any]] = None
         self._metrics = metrics
+        self._retry = retry
+        self._budget: Optional[RetryBudget] = None
+        if retry is not None and retry.budget is not None:
+            self._budget = retry.budget.fresh()
         middleware = ([metrics] if metrics is not None else []) + list(middleware or ())
-        if middleware:
+        if middleware or retry is not None:
             chain, is_async = compose(middleware, self._send, False)
             if is_async:
                 raise TypeError("the blocking Client runs sync middleware only (def mw(call, call_next))")
@@ -123,7 +132,9 @@ class Client:
         conn = self._conn
         return list(conn.methods) if conn is not None else []
 
-    def call(self, method: str, *args: Any, timeout: Optional[float] = UNSET, metadata: Optional[dict] = None, **kwargs: Any) -> Any:
+    def call(
+        self, method: str, *args: Any, timeout: Optional[float] = UNSET, metadata: Optional[dict] = None, retry: Any = UNSET, **kwargs: Any
+    ) -> Any:
         """Call ``method`` and return its result (blocking).
 
         Raises the server's :class:`RpcError` subclass on failure,
@@ -131,13 +142,16 @@ class Client:
         :class:`Unavailable` when the connection is down.  A call the
         server closed the connection without reading (it said GOAWAY first,
         naming an earlier call as its last) never ran: it is sent once more
-        on a new connection, with the time left.
+        on a new connection, with the time left.  ``retry``: a
+        :class:`~fastrpc.client.retry.RetryPolicy` for this call (None: one
+        attempt), instead of the client's.
         """
         if timeout is UNSET:
             timeout = self.options.timeout
         conn = self._conn
         if (
-            timeout is None
+            retry is UNSET
+            and timeout is None
             and metadata is None
             and not kwargs
             and conn is not None
@@ -155,11 +169,11 @@ class Client:
             except NotProcessed:
                 return self._resend(method, args, None, None, None)
         timeout, metadata, parent = inherited(self.options.inherit, _LOOKUP, timeout, metadata)
-        if self._chain is not None:
-            call = OutgoingCall(method, args, kwargs or None, metadata, timeout, self.address)
+        if self._chain is not None or retry is not UNSET:
+            call = OutgoingCall(method, args, kwargs or None, metadata, timeout, self.address, "call", self._retry if retry is UNSET else retry)
             if parent is not None:
                 call.state["fastrpc.parent"] = parent  # for _send: its cancellation
-            return self._chain(call)
+            return self._chain(call) if self._chain is not None else self._send(call)
         return self._call(method, args, kwargs, timeout, metadata, parent)
 
     def _send(self, call: OutgoingCall) -> Any:
@@ -171,7 +185,41 @@ class Client:
         if call.kind == "go":
             return self._go(call.method, call.args, call.kwargs, remaining(call), md)
         parent = call._state.get("fastrpc.parent") if call._state else None
+        if call.retry is not None:
+            return self._call_retrying(call, md, parent)
         return self._call(call.method, call.args, call.kwargs, remaining(call), md, parent)
+
+    def _call_retrying(self, call: OutgoingCall, metadata: Any, parent: Any) -> Any:
+        # The retry loop (see client/retry.py), blocking.
+        if self._budget is None and call.retry.budget is not None:
+            self._budget = call.retry.budget.fresh()
+        retrier = Retrier(call.retry, self._budget, call.deadline)
+        method, args, kwargs, deadline = call.method, call.args, call.kwargs, retrier.deadline
+        plain = parent is None or parent._call is None
+        while True:
+            try:
+                conn = self._connection()
+            except RpcError as exc:
+                # Not sent: the next try waits for the reconnection backoff.
+                wait = retrier.decide(exc, False, False, time.monotonic(), self._reconnect.next_attempt)
+            else:
+                timeout = None
+                if deadline is not None:
+                    timeout = deadline - time.monotonic()
+                    if timeout <= 0:
+                        raise DeadlineExceeded(f"{method} did not complete in time", {"attempts": retrier.attempts})
+                try:
+                    if timeout is None and plain:
+                        result = conn.call_plain(method, args, kwargs, metadata)
+                    else:
+                        rid, slot = conn.send_request(method, args, kwargs, timeout, metadata, None)
+                        result = conn.wait(rid, slot, parent)
+                except RpcError as exc:
+                    wait = retrier.decide(exc, True, method in conn.idempotent, time.monotonic())
+                else:
+                    retrier.succeeded()
+                    return result
+            time.sleep(wait)
 
     def _call(self, method: str, args: Any, kwargs: Any, timeout: Optional[float], metadata: Any, parent: Any = None) -> Any:
         conn = self._conn

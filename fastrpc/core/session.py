@@ -43,7 +43,7 @@ from __future__ import annotations
 
 import time
 from types import MappingProxyType
-from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, Union
+from typing import Any, Callable, Dict, FrozenSet, List, Mapping, Optional, Tuple, Union
 
 from .._impl import ClientSessionCore, FrameParser, FrameWriter, ServerSessionCore, free_request_id
 from ..errors import (
@@ -327,6 +327,8 @@ class ClientSession(_KeepaliveRule, ClientSessionCore):
     _handshaken = False
     #: the server's handshake map
     server_info: Mapping[str, Any] = MappingProxyType({})
+    #: the names of the methods the server says are idempotent
+    idempotent: FrozenSet[str] = frozenset()
     _pings: Optional[Dict[int, Any]] = None
     _ping_seq = 0
     _events: Optional[List[Event]] = None
@@ -523,6 +525,11 @@ class ClientSession(_KeepaliveRule, ClientSessionCore):
         self.methods.clear()
         if type(names) is list:
             self.methods.update((name, i) for i, name in enumerate(names) if type(name) is str)
+            marked = info.get("idempotent")
+            if type(marked) is list:
+                self.idempotent = frozenset(
+                    names[i] for i in marked if type(i) is int and 0 <= i < len(names) and type(names[i]) is str
+                )
         self.server_info = info
         peer_max = info.get("max_frame_size")
         if type(peer_max) is int and W.HEADER_SIZE <= peer_max < self._writer.max_frame_size:

@@ -171,9 +171,13 @@ class OutgoingCall:
             returns a ``concurrent.futures.Future``) or ``"notify"``
             (call_next returns None).
         state: a dict for the middleware's own data, for this call only.
+        retry: the :class:`~fastrpc.client.retry.RetryPolicy` the call is
+            made with (None: one attempt); a middleware may change it.
+        hedge: the :class:`~fastrpc.client.hedge.HedgePolicy` the call is
+            made with (None: not hedged); it takes precedence over ``retry``.
     """
 
-    __slots__ = ("method", "args", "kwargs", "_metadata", "timeout", "_start", "peer", "kind", "_state")
+    __slots__ = ("method", "args", "kwargs", "_metadata", "timeout", "_start", "peer", "kind", "_state", "retry", "hedge")
 
     side = "client"
 
@@ -186,6 +190,8 @@ class OutgoingCall:
         timeout: Optional[float],
         peer: Any,
         kind: str = "call",
+        retry: Any = None,
+        hedge: Any = None,
     ) -> None:
         self.method = method
         self.args = args
@@ -196,6 +202,8 @@ class OutgoingCall:
         self.peer = peer
         self.kind = kind
         self._state: Optional[Dict[str, Any]] = None
+        self.retry = retry
+        self.hedge = hedge
 
     @property
     def metadata(self) -> Dict[str, Any]:

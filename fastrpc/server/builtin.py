@@ -109,10 +109,11 @@ class Health:
             await event.wait()
 
 
-def reflect(table: Any) -> List[Dict[str, Any]]:
+def reflect(table: Any, idempotent: Any = ()) -> List[Dict[str, Any]]:
     """The methods of a dispatch table, as plain maps: ``name``, ``kind``
-    (``sync``, ``async`` or ``blocking``), ``signature`` and ``doc`` (the
-    docstring's first line)."""
+    (``sync``, ``async`` or ``blocking``), ``signature``, ``doc`` (the
+    docstring's first line) and ``idempotent`` (whether its name is in
+    ``idempotent``)."""
     out = []
     for m in table.methods:
         try:
@@ -126,6 +127,7 @@ def reflect(table: Any) -> List[Dict[str, Any]]:
                 "kind": ("sync", "async", "blocking")[m.handler_kind],
                 "signature": signature,
                 "doc": doc.strip().splitlines()[0] if doc.strip() else "",
+                "idempotent": m.name in idempotent,
             }
         )
     return out

@@ -34,6 +34,31 @@ def blocking(fn: Callable) -> Callable:
     return fn
 
 
+def idempotent(fn: Callable) -> Callable:
+    """Mark a handler as idempotent: running it twice has the effect of
+    running it once, so a client's retry policy may send it again after a
+    failure that left unknown whether it ran (a connection lost mid-call,
+    an UNAVAILABLE from the handler).  The server announces its idempotent
+    methods at handshake.
+
+    Usage::
+
+        class Users:
+            @fastrpc.idempotent
+            def get(self, user_id): ...
+    """
+    target = getattr(fn, "__func__", fn)
+    target.__fastrpc_idempotent__ = True
+    return fn
+
+
+def is_idempotent(fn: Callable, flag: Optional[bool]) -> bool:
+    """``flag`` if given, else whether ``fn`` was marked :func:`idempotent`."""
+    if flag is not None:
+        return bool(flag)
+    return bool(getattr(getattr(fn, "__func__", fn), "__fastrpc_idempotent__", False))
+
+
 def kind_of(fn: Callable, blocking_flag: Optional[bool]) -> int:
     """How ``fn`` runs: :data:`ASYNC` for a coroutine function,
     :data:`BLOCKING` when marked (or ``blocking_flag``), else :data:`SYNC`."""

@@ -28,7 +28,7 @@ from ..transport.address import Address, parse_address
 from ..wire import constants as W
 from .connection import MeteredServerConnection, ServerConnection
 from .builtin import Health, reflect
-from .dispatch import DispatchTable, kind_of
+from .dispatch import DispatchTable, is_idempotent, kind_of
 
 __all__ = ["Server"]
 
@@ -150,6 +150,7 @@ class Server:
         #: status with ``health.set(name, "NOT_SERVING")``)
         self.health = Health()
         self._handlers: Dict[str, tuple] = {}
+        self._idempotent: Set[str] = set()
         self._dispatch: Optional[DispatchTable] = None
         self._handshake_info: Dict[str, Any] = {}
         self._servers: List[asyncio.AbstractServer] = []
@@ -161,12 +162,14 @@ class Server:
 
     # -- registration --------------------------------------------------------------
 
-    def register(self, obj: Any, name: Optional[str] = None) -> List[str]:
+    def register(self, obj: Any, name: Optional[str] = None, *, idempotent: Sequence[str] = ()) -> List[str]:
         """Expose every public method of ``obj`` as ``"<name>.<method>"``.
 
         ``name`` defaults to the class name.  Only attributes that do not
         start with ``_`` and are callable are exposed; nothing else on the
-        object is reachable.  Returns the registered method names.
+        object is reachable.  ``idempotent`` names methods (``"get"``) to
+        mark as :func:`idempotent`, besides those the decorator marks.
+        Returns the registered method names.
         """
         service = name if name is not None else type(obj).__name__
         if not service or "." in service:
@@ -178,16 +181,23 @@ class Server:
             fn = getattr(obj, attr)
             if not callable(fn) or inspect.isclass(fn):
                 continue
-            names.append(self.register_function(fn, f"{service}.{attr}"))
+            names.append(self.register_function(fn, f"{service}.{attr}", idempotent=True if attr in idempotent else None))
+        unknown = set(idempotent) - {n.rpartition(".")[2] for n in names}
+        if unknown:
+            raise ValueError(f"{service} has no public methods {sorted(unknown)} to mark idempotent")
         if not names:
             raise ValueError(f"{service} has no public methods to register")
         return names
 
-    def register_function(self, fn: Callable, name: Optional[str] = None, *, blocking: Optional[bool] = None) -> str:
+    def register_function(
+        self, fn: Callable, name: Optional[str] = None, *, blocking: Optional[bool] = None, idempotent: Optional[bool] = None
+    ) -> str:
         """Expose a plain function (sync or ``async def``) under ``name``.
 
         ``blocking=True`` (or the :func:`blocking` decorator) runs a sync
-        function in the thread pool.  Returns the registered name.
+        function in the thread pool.  ``idempotent=True`` (or the
+        :func:`idempotent` decorator) lets clients' retry policies send it
+        again when it may have run.  Returns the registered name.
         """
         if self._dispatch is not None:
             raise RuntimeError("the dispatch table is frozen once the server has started")
@@ -200,6 +210,8 @@ class Server:
         if name in self._handlers:
             raise ValueError(f"method {name!r} is already registered")
         self._handlers[name] = (fn, kind_of(fn, blocking))
+        if is_idempotent(fn, idempotent):
+            self._idempotent.add(name)
         return name
 
     @property
@@ -213,9 +225,9 @@ class Server:
         if self._builtins and "fastrpc.Health.check" not in self._handlers:
             # After the application's methods: their indices do not move.
             self.health.known(sorted({name.rpartition(".")[0] for name in self._handlers}))
-            self.register_function(self.health.check, "fastrpc.Health.check")
-            self.register_function(self.health.watch, "fastrpc.Health.watch")
-            self.register_function(self._reflect, "fastrpc.Reflection.methods")
+            self.register_function(self.health.check, "fastrpc.Health.check", idempotent=True)
+            self.register_function(self.health.watch, "fastrpc.Health.watch", idempotent=True)
+            self.register_function(self._reflect, "fastrpc.Reflection.methods", idempotent=True)
         slot = None
         if self._middleware:
             # Sync middleware chains run inline and note their call in the
@@ -229,12 +241,14 @@ class Server:
             "methods": table.names,
             "max_frame_size": self.max_frame_size,
         }
+        if self._idempotent:
+            self._handshake_info["idempotent"] = [m.index for m in table.methods if m.name in self._idempotent]
         self._dispatch = table
 
     def _reflect(self) -> List[Dict[str, Any]]:
         """Reflection.methods: every method's name, kind, signature and
         docstring's first line."""
-        return reflect(self._dispatch)
+        return reflect(self._dispatch, self._idempotent)
 
     def _get_executor(self) -> concurrent.futures.Executor:
         if self._executor is None:

@@ -11,7 +11,7 @@ from fastrpc.wire._codec cimport Decoder, Encoder, WBuf
 # compares them with _wire.py.  Cython mangles these names in the generated C.
 cpdef enum:
     PROTOCOL_MAJOR = 1
-    PROTOCOL_MINOR = 1
+    PROTOCOL_MINOR = 2
     PREFACE_SIZE = 8
     HEADER_SIZE = 12
     HEADER_BODY_SIZE = 8

@@ -10,7 +10,7 @@ import enum
 
 #: Protocol version spoken by this implementation.
 PROTOCOL_MAJOR = 1
-PROTOCOL_MINOR = 1
+PROTOCOL_MINOR = 2
 
 #: Magic bytes that open every fastrpc connection, in both directions.
 MAGIC = b"FRPC"

@@ -155,6 +155,7 @@ def test_reflection_lists_methods(run, client_kind):
             "kind": "sync",
             "signature": "(name: 'str', punctuation: 'str' = '!') -> 'str'",
             "doc": "Say hello.",
+            "idempotent": False,
         }
         assert by_name["Documented.later"]["kind"] == "async"
         assert by_name["Documented.later"]["doc"] == ""
@@ -162,6 +163,7 @@ def test_reflection_lists_methods(run, client_kind):
         assert by_name["Documented.slow"]["doc"] == "Blocks a pool thread."
         assert by_name["bare"]["signature"] == "()"
         assert by_name[CHECK]["signature"] == "(service: 'str' = '') -> 'str'"
+        assert by_name[CHECK]["idempotent"] and by_name[METHODS]["idempotent"]
 
     run(main())
 
