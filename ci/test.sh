@@ -84,10 +84,11 @@ echo "== micro-benchmarks (smoke run) and ratios"
 "$PY" -m pytest -q -p no:cacheprovider benchmarks --benchmark-disable
 "$PY" -m benchmarks.micro --quick
 
-echo "== per-call CPU against the floor, no syscalls, and what each optional feature adds (smoke runs)"
+echo "== per-call CPU against the floor, no syscalls, what each optional feature adds, hedging's tail (smoke runs)"
 "$PY" -m benchmarks.overhead --quick
 FASTRPC_NO_EXTENSIONS=1 "$PY" -m benchmarks.overhead --quick
 "$PY" -m benchmarks.features --quick
+"$PY" -m benchmarks.hedging --quick
 
 echo "== head-to-head tool (smoke run)"
 "$PY" -m benchmarks.versus "fastrpc Cython: Client (sync)" "floor (uvloop)" --pairs 2 --duration 0.1

@@ -143,6 +143,36 @@ class ClientProtocol(AsyncClientCore, ClientSession, BaseProtocol):  # type: ign
 
     # -- what the core's call() needs ------------------------------------------------
 
+    def start(
+        self, method: str, args: Any, kwargs: Optional[dict], timeout: Optional[float], metadata: Optional[dict]
+    ) -> "tuple[int, asyncio.Future, Optional[asyncio.TimerHandle]]":
+        """Send a call without waiting for it: ``(rid, future, timer)``.
+        The future resolves with the answer (DeadlineExceeded once
+        ``timeout`` passes: ``timer``); :meth:`abandon` gives up on it.  What
+        runs several attempts of one call at once (hedging) uses this, with
+        no task per attempt."""
+        if self._closing or self._transport is None:
+            raise Unavailable(self.lost_reason or "connection is closed")
+        if timeout is not None and timeout <= 0:
+            raise DeadlineExceeded(f"deadline of {timeout}s already passed before {method} was sent")
+        fut = self._loop.create_future()
+        rid = self.start_call(method, args, kwargs, timeout, metadata, fut)
+        if len(self._pending) == 1 and self._flush_handle is None:
+            self._flush()  # nothing else in flight: send now, as call() does
+        else:
+            self._schedule_flush()
+        timer = None if timeout is None else self._loop.call_later(timeout, self._expire, rid, fut, method, timeout)
+        return rid, fut, timer
+
+    def abandon(self, rid: int, fut: asyncio.Future, timer: Optional[asyncio.TimerHandle]) -> None:
+        """Give up on a call :meth:`start` sent: the server is told (CANCEL)
+        and its future is cancelled."""
+        if timer is not None:
+            timer.cancel()
+        self._cancel_call(rid, fut)
+        if not fut.done():
+            fut.cancel()
+
     def _cancel_call(self, rid: int, fut: asyncio.Future) -> None:
         if self.cancel_call(rid, fut) and self._transport is not None:
             self.write_outbox()
