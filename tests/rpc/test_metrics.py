@@ -171,6 +171,12 @@ def test_sync_go_calls_counted_when_answered(run):
 
         try:
             in_flight = await loop.run_in_executor(None, calls)
+            # A future's callbacks run after its waiters wake: the count may
+            # come a moment after result() returned.
+            for _ in range(500):
+                if _sample(registry, "fastrpc_client_in_flight", {"method": "Svc.slow"}) == 0:
+                    break
+                await asyncio.sleep(0.01)
         finally:
             await server.shutdown()
         return registry, in_flight
