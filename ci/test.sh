@@ -89,6 +89,7 @@ echo "== per-call CPU against the floor, no syscalls, what each optional feature
 FASTRPC_NO_EXTENSIONS=1 "$PY" -m benchmarks.overhead --quick
 "$PY" -m benchmarks.features --quick
 "$PY" -m benchmarks.hedging --quick
+"$PY" -m benchmarks.tls --quick
 
 echo "== head-to-head tool (smoke run)"
 "$PY" -m benchmarks.versus "fastrpc Cython: Client (sync)" "floor (uvloop)" --pairs 2 --duration 0.1

@@ -67,7 +67,9 @@ class SyncConnection(SyncClientCore, ClientSession):  # type: ignore[misc]
         self.reader: Optional[threading.Thread] = None
         self._timeout_mode: Optional[float] = None
         self._handshake_error: Optional[BaseException] = None
-        sock = open_socket(address, options.connect_timeout)
+        tls = options.tls_for(address)
+        sock = open_socket(address, options.connect_timeout, tls, options.hostname_for(address) if tls is not None else None)
+        self._tls = tls is not None
         if metrics is not None:
             sock = CountingSocket(sock, metrics)  # type: ignore[assignment]
         #: ClientMetrics this connection counts itself into, once open
@@ -147,12 +149,12 @@ class SyncConnection(SyncClientCore, ClientSession):  # type: ignore[misc]
         # Everything the writer holds (the caller holds send_lock).
         w = self._writer
         if w.chunked:
-            send_chunks(self.sock, w.take_chunks())
+            send_chunks(self.sock, w.take_chunks(), self._tls)
         else:
             self.sock.sendall(w.take_buffer())
 
     def _send_chunks(self, chunks: List[Any]) -> None:
-        send_chunks(self.sock, chunks)
+        send_chunks(self.sock, chunks, self._tls)
 
     def _send_outbox(self) -> None:
         # What the session decided to send while reading (PONG, CANCEL, the

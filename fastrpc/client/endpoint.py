@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
-from typing import Any, Awaitable, Callable, List, Optional, Sequence
+from typing import Any, Awaitable, Callable, Dict, List, Optional, Sequence
 
 from ..errors import Unavailable
 from ..transport.address import Address, parse_address
@@ -172,10 +172,14 @@ class Endpoint:
                     return MeteredClientProtocol(loop, options, metrics=self.metrics, on_change=self._on_change, resend=self._resend)
                 return ClientProtocol(loop, options, on_change=self._on_change, resend=self._resend)
 
+            tls = options.tls_for(addr)
+            extra: Dict[str, Any] = {}
+            if tls is not None:
+                extra = {"ssl": tls, "server_hostname": options.hostname_for(addr), "ssl_handshake_timeout": options.connect_timeout}
             if addr.kind == "unix":
-                coro = loop.create_unix_connection(factory, addr.path)
+                coro = loop.create_unix_connection(factory, addr.path, **extra)
             else:
-                coro = loop.create_connection(factory, addr.host, addr.port)
+                coro = loop.create_connection(factory, addr.host, addr.port, **extra)
             transport, proto = await asyncio.wait_for(coro, options.connect_timeout)
             await asyncio.wait_for(asyncio.shield(proto.handshake), options.connect_timeout)
         except BaseException as exc:

@@ -9,6 +9,7 @@ import asyncio
 import copy
 import logging
 import random
+import ssl as _ssl
 from typing import Any, Dict, Mapping, Optional
 
 from ..errors import FastRPCError, FrameError, Unavailable
@@ -83,6 +84,12 @@ class ClientOptions:
             cancellation; an async handler's calls are cancelled with its
             task.  ``False``: this client's calls never inherit (for one
             block of code: ``with fastrpc.detached():``).
+        ssl: an :class:`ssl.SSLContext` for TLS (and mutual TLS: load the
+            client's certificate into it).  A ``tls://`` address without
+            one uses ``ssl.create_default_context()`` (the system's CAs,
+            host name checked).  None with a ``tcp://`` address: no TLS.
+        server_hostname: the name the server's certificate must carry (and
+            SNI sends); default: the address's host.
     """
 
     __slots__ = (
@@ -93,6 +100,8 @@ class ClientOptions:
         "keepalive_interval",
         "keepalive_timeout",
         "inherit",
+        "ssl",
+        "server_hostname",
     )
 
     def __init__(
@@ -105,6 +114,8 @@ class ClientOptions:
         keepalive_interval: Optional[float] = None,
         keepalive_timeout: float = 20.0,
         inherit: bool = True,
+        ssl: Optional["_ssl.SSLContext"] = None,
+        server_hostname: Optional[str] = None,
     ) -> None:
         if timeout is not None and not timeout > 0:
             raise ValueError("timeout must be > 0 or None")
@@ -125,6 +136,24 @@ class ClientOptions:
         self.keepalive_interval = keepalive_interval
         self.keepalive_timeout = keepalive_timeout
         self.inherit = bool(inherit)
+        if ssl is not None and not isinstance(ssl, _ssl.SSLContext):
+            raise TypeError("ssl must be an ssl.SSLContext")
+        self.ssl = ssl
+        self.server_hostname = server_hostname
+
+    def tls_for(self, address: Address) -> "Optional[_ssl.SSLContext]":
+        """The TLS context for connections to ``address``, or None (no TLS)."""
+        if self.ssl is not None:
+            return self.ssl
+        if address.kind == "tls":
+            return _ssl.create_default_context()
+        return None
+
+    def hostname_for(self, address: Address) -> Optional[str]:
+        """The name to check the server's certificate against."""
+        if self.server_hostname is not None:
+            return self.server_hostname
+        return address.host or None
 
     @classmethod
     def build(cls, options: Optional["ClientOptions"], settings: Mapping[str, Any]) -> "ClientOptions":

@@ -142,6 +142,13 @@ class CallContext:
         return self._conn._peername
 
     @property
+    def peer_certificate(self) -> Optional[Dict[str, Any]]:
+        """The client's TLS certificate, as :meth:`ssl.SSLSocket.getpeercert`
+        gives it (``subject``, ``issuer``, ``subjectAltName``, ...), when it
+        sent one (mutual TLS); None otherwise."""
+        return getattr(self._conn, "_peercert", None)
+
+    @property
     def request_id(self) -> int:
         return self._frame.request_id
 

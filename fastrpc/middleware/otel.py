@@ -64,7 +64,7 @@ def _peer(peer: Any) -> "tuple[Optional[str], Optional[int]]":
     if isinstance(peer, tuple) and len(peer) >= 2 and not hasattr(peer, "kind"):
         return str(peer[0]), int(peer[1])
     host = getattr(peer, "host", None)
-    if getattr(peer, "kind", None) == "tcp" and host:
+    if getattr(peer, "kind", None) in ("tcp", "tls") and host:
         return host, int(peer.port)
     path = getattr(peer, "path", None) or (peer if isinstance(peer, str) else None)
     return path, None

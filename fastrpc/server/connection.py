@@ -179,6 +179,8 @@ class ServerConnection(ServerSession, BaseProtocol):  # type: ignore[misc]
     _timer: Optional[asyncio.TimerHandle] = None
     _idle_waiter: Optional[asyncio.Future] = None
     _peername: Any = None
+    #: the client's certificate (``ssl.SSLSocket.getpeercert()``), over TLS
+    _peercert: Any = None
 
     # -- connection life ------------------------------------------------------
 
@@ -186,6 +188,8 @@ class ServerConnection(ServerSession, BaseProtocol):  # type: ignore[misc]
         BaseProtocol.connection_made(self, transport)
         self._peername = transport.get_extra_info("peername")
         server = self._server
+        if server.ssl is not None:
+            self._peercert = transport.get_extra_info("peercert")
         refuse = None
         if server.max_connections is not None and len(server._connections) >= server.max_connections:
             log.warning("refusing connection from %s: max_connections=%d reached", peer_text(self._peername), server.max_connections)

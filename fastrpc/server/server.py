@@ -17,6 +17,7 @@ import inspect
 import logging
 import os
 import signal
+import ssl as _ssl
 import time
 from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Union
 
@@ -83,6 +84,13 @@ class Server:
         access_log: log every call (method, status, duration, peer, trace
             id) at INFO on the ``fastrpc.access`` logger; a
             :class:`logging.Logger` to log there instead.  Off by default.
+        ssl: an :class:`ssl.SSLContext` (``ssl.Purpose.CLIENT_AUTH``, with
+            the server's certificate loaded): every address is served over
+            TLS and reported as ``tls://``.  For mutual TLS set its
+            ``verify_mode`` to ``CERT_REQUIRED`` and load the clients' CA;
+            handlers see the client's certificate as
+            ``current_call().peer_certificate``.  A ``tls://`` address
+            needs it.
         builtins: serve ``fastrpc.Health.check``/``watch`` and
             ``fastrpc.Reflection.methods`` (see :mod:`fastrpc.server.builtin`);
             :attr:`health` sets services' statuses.
@@ -109,6 +117,7 @@ class Server:
         middleware: Optional[Sequence[Any]] = None,
         metrics: Any = None,
         access_log: Any = False,
+        ssl: Optional["_ssl.SSLContext"] = None,
         builtins: bool = True,
     ) -> None:
         if max_in_flight < 1:
@@ -145,6 +154,9 @@ class Server:
             # connections count their bytes.
             self._middleware.insert(0, metrics)
             self._connection_class = MeteredServerConnection
+        if ssl is not None and not isinstance(ssl, _ssl.SSLContext):
+            raise TypeError("ssl must be an ssl.SSLContext")
+        self.ssl = ssl
         self._builtins = builtins
         #: the health the built-in health service reports (set a service's
         #: status with ``health.set(name, "NOT_SERVING")``)
@@ -282,15 +294,21 @@ class Server:
         bound = []
         for a in addresses:
             addr = parse_address(a)
+            if addr.kind == "tls" and self.ssl is None:
+                raise ValueError(f"{a}: a tls:// address needs Server(ssl=an ssl.SSLContext)")
+            tls: Dict[str, Any] = {}
+            if self.ssl is not None:
+                # The handshake counts against the connection's handshake time.
+                tls = {"ssl": self.ssl, "ssl_handshake_timeout": self.handshake_timeout or 60.0}
             if addr.kind == "unix":
-                srv = await loop.create_unix_server(lambda: self._connection_class(self), addr.path, backlog=backlog)
+                srv = await loop.create_unix_server(lambda: self._connection_class(self), addr.path, backlog=backlog, **tls)
                 actual = f"unix:{addr.path}"
             else:
                 srv = await loop.create_server(
-                    lambda: self._connection_class(self), addr.host, addr.port, backlog=backlog, reuse_address=True
+                    lambda: self._connection_class(self), addr.host, addr.port, backlog=backlog, reuse_address=True, **tls
                 )
                 sockname = srv.sockets[0].getsockname()
-                actual = str(Address("tcp", sockname[0], sockname[1], ""))
+                actual = str(Address("tls" if tls else "tcp", sockname[0], sockname[1], ""))
             self._servers.append(srv)
             self.addresses.append(actual)
             log.info("listening on %s", actual)

@@ -1,7 +1,8 @@
 """Address parsing shared by servers and clients.
 
 Accepted forms: ``tcp://host:port``, ``host:port``, ``[::1]:port``,
-``tcp://[::1]:port``, ``unix:/path/to/socket`` and ``unix:///path``.
+``tcp://[::1]:port``, ``tls://host:port`` (TCP with TLS), ``unix:/path/to/socket``
+and ``unix:///path``.
 """
 
 from __future__ import annotations
@@ -10,7 +11,8 @@ from typing import Any, NamedTuple, Tuple, Union
 
 
 class Address(NamedTuple):
-    """A parsed endpoint: ``kind`` is ``"tcp"`` or ``"unix"``."""
+    """A parsed endpoint: ``kind`` is ``"tcp"``, ``"tls"`` (TCP with TLS) or
+    ``"unix"``."""
 
     kind: str
     host: str
@@ -21,7 +23,7 @@ class Address(NamedTuple):
         if self.kind == "unix":
             return f"unix:{self.path}"
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"tcp://{host}:{self.port}"
+        return f"{self.kind}://{host}:{self.port}"
 
 
 def parse_address(address: Union[str, Tuple[str, int], Address]) -> Address:
@@ -40,7 +42,8 @@ def parse_address(address: Union[str, Tuple[str, int], Address]) -> Address:
         if not path:
             raise ValueError(f"invalid unix socket address {address!r}")
         return Address("unix", "", 0, path)
-    rest = address[6:] if address.startswith("tcp://") else address
+    kind = "tls" if address.startswith("tls://") else "tcp"
+    rest = address[6:] if address.startswith(("tcp://", "tls://")) else address
     if "://" in rest:
         raise ValueError(f"unsupported address scheme in {address!r}")
     if rest.startswith("["):
@@ -57,7 +60,7 @@ def parse_address(address: Union[str, Tuple[str, int], Address]) -> Address:
         raise ValueError(f"invalid port in address {address!r}") from None
     if not 0 <= port_n <= 65535:
         raise ValueError(f"port out of range in address {address!r}")
-    return Address("tcp", host or "127.0.0.1", port_n, "")
+    return Address(kind, host or "127.0.0.1", port_n, "")
 
 
 def peer_text(peer: Any) -> str:
