@@ -601,10 +601,20 @@ def test_unknown_message_type(impl, mtype):
         impl.FrameParser().feed(PREFACE + raw_frame(mtype=mtype))
 
 
-@pytest.mark.parametrize("flags", [0x10, 0x20, 0x40, 0x80, 0xF0, 0xFF, 0x11])
+@pytest.mark.parametrize("flags", [0x20, 0x40, 0x80, 0xF0, 0xFF, 0x21])
 def test_reserved_flags(impl, flags):
     with pytest.raises(MalformedFrame):
         impl.FrameParser().feed(PREFACE + raw_frame(MsgType.REQUEST, flags, body=b"\x90"))
+
+
+def test_compressed_payload_without_agreement_is_a_frame_error(impl):
+    # COMPRESSED (1.2) before any codec was agreed: that frame fails (its
+    # call is answered with an error), the connection goes on.
+    frames = impl.FrameParser().feed(
+        PREFACE + raw_frame(MsgType.REQUEST, W.FLAG_COMPRESSED, request_id=1, body=b"\x01junk") + raw_frame(request_id=2)
+    )
+    assert isinstance(frames[0].error, DecodeError) and "agreed" in str(frames[0].error)
+    assert frames[1].error is None and frames[1].request_id == 2
 
 
 NAME, DEADLINE, META = W.FLAG_METHOD_NAME, W.FLAG_DEADLINE, W.FLAG_METADATA

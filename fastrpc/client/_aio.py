@@ -164,6 +164,26 @@ class ClientProtocol(AsyncClientCore, ClientSession, BaseProtocol):  # type: ign
         timer = None if timeout is None else self._loop.call_later(timeout, self._expire, rid, fut, method, timeout)
         return rid, fut, timer
 
+    async def call_uncompressed(
+        self, method: str, args: Any, kwargs: Optional[dict], timeout: Optional[float], metadata: Optional[dict]
+    ) -> Any:
+        """:meth:`call`, with this request sent uncompressed whatever the
+        connection agreed (the per-call opt-out)."""
+        w = self._writer
+        saved, w.compressor = w.compressor, None
+        try:
+            rid, fut, timer = self.start(method, args, kwargs, timeout, metadata)
+        finally:
+            w.compressor = saved
+        try:
+            return await fut
+        except asyncio.CancelledError:
+            self.abandon(rid, fut, timer)
+            raise
+        finally:
+            if timer is not None:
+                timer.cancel()
+
     def abandon(self, rid: int, fut: asyncio.Future, timer: Optional[asyncio.TimerHandle]) -> None:
         """Give up on a call :meth:`start` sent: the server is told (CANCEL)
         and its future is cancelled."""

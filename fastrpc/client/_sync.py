@@ -113,8 +113,10 @@ class SyncConnection(SyncClientCore, ClientSession):  # type: ignore[misc]
         metadata: Any,
         future: Optional[concurrent.futures.Future],
         resend: Any = None,
+        compress: bool = True,
     ) -> Tuple[int, CallSlot]:
-        """Send a call (general path); return its id and slot."""
+        """Send a call (general path); return its id and slot.
+        ``compress=False``: this request goes uncompressed."""
         slot = CallSlot(method, future, None if timeout is None else time.monotonic() + timeout)
         slot.resend = resend
         with self.send_lock:
@@ -124,7 +126,14 @@ class SyncConnection(SyncClientCore, ClientSession):  # type: ignore[misc]
                 # Nobody reads an idle connection: silence counts from here.
                 self.restart_silence(time.monotonic())
             self.write_outbox()
-            rid = self.start_call(method, args, kwargs, timeout, metadata, slot)
+            w = self._writer
+            saved = w.compressor
+            if not compress:
+                w.compressor = None
+            try:
+                rid = self.start_call(method, args, kwargs, timeout, metadata, slot)
+            finally:
+                w.compressor = saved
             if future is not None:
                 self.go_pending += 1
             try:

@@ -135,6 +135,7 @@ class AsyncClient:
         metadata: Optional[dict] = None,
         retry: Any = UNSET,
         hedge: Any = UNSET,
+        compress: Any = UNSET,
         **kwargs: Any,
     ) -> Any:
         """Call ``method`` (``"Service.method"``) and return an awaitable of
@@ -147,13 +148,15 @@ class AsyncClient:
         ``retry``: a :class:`~fastrpc.client.retry.RetryPolicy` for this
         call (None: one attempt), instead of the client's; ``hedge``: a
         :class:`~fastrpc.client.hedge.HedgePolicy` for this call (None:
-        not hedged), instead of the client's for this method.
+        not hedged), instead of the client's for this method;
+        ``compress=False``: this request is not compressed (when the
+        connection agreed on compression).
         """
         if timeout is UNSET:
             timeout = self.options.timeout
         p = self._endpoint.connection
-        if retry is not UNSET or hedge is not UNSET:
-            return self._call_with(method, args, kwargs, timeout, metadata, retry, hedge)
+        if retry is not UNSET or hedge is not UNSET or compress is not UNSET:
+            return self._call_with(method, args, kwargs, timeout, metadata, retry, hedge, compress)
         if p is not None and self._chain is None and (not serving[0] or (_current.get() is None and p.call_slot[0] is None)):
             # Connected, no middleware, no call being handled here to
             # inherit from (none can be without a server in this process):
@@ -169,7 +172,9 @@ class AsyncClient:
             return p.call(method, args, kwargs or None, timeout, metadata)
         return self._call_connecting(method, args, kwargs or None, timeout, metadata)
 
-    def _call_with(self, method: str, args: Any, kwargs: Any, timeout: Optional[float], metadata: Any, retry: Any, hedge: Any) -> Awaitable[Any]:
+    def _call_with(
+        self, method: str, args: Any, kwargs: Any, timeout: Optional[float], metadata: Any, retry: Any, hedge: Any, compress: Any = UNSET
+    ) -> Awaitable[Any]:
         # A call with a retry or hedging policy of its own.
         p = self._endpoint.connection
         timeout, metadata, _ = inherited(self.options.inherit, p.call_slot if p is not None else _LOOKUP, timeout, metadata)
@@ -183,6 +188,7 @@ class AsyncClient:
             "call",
             self._retry if retry is UNSET else retry,
             self._hedge.get(method) if hedge is UNSET else hedge,
+            compress is UNSET or bool(compress),
         )
         return self._chain(call) if self._chain is not None else self._send(call)
 
@@ -198,10 +204,16 @@ class AsyncClient:
             if self._budget is None and call.retry.budget is not None:
                 self._budget = call.retry.budget.fresh()
             return call_with_retries(call, self._budget, self._retry_connect)
+        if not call.compress and call.kind == "call":
+            return self._send_uncompressed(call)
         p = self._endpoint.connection
         if p is not None and call.kind == "call":
             return p.call(call.method, call.args, call.kwargs, remaining(call), call.metadata_to_send())
         return self._send_connecting(call)
+
+    async def _send_uncompressed(self, call: OutgoingCall) -> Any:
+        p = self._endpoint.connection or await self._endpoint.connect()
+        return await p.call_uncompressed(call.method, call.args, call.kwargs, remaining(call), call.metadata_to_send())
 
     async def _hedge_pick(self, used: List[Any]) -> Any:
         # One endpoint: every attempt on its connection.

@@ -10,10 +10,11 @@ import copy
 import logging
 import random
 import ssl as _ssl
-from typing import Any, Dict, Mapping, Optional
+from typing import Any, Dict, Mapping, Optional, Tuple
 
 from ..errors import FastRPCError, FrameError, Unavailable
 from ..transport.address import Address
+from ..wire import compression as compression_codecs
 from ..wire import constants as W
 
 log = logging.getLogger("fastrpc.client")
@@ -90,6 +91,13 @@ class ClientOptions:
             host name checked).  None with a ``tcp://`` address: no TLS.
         server_hostname: the name the server's certificate must carry (and
             SNI sends); default: the address's host.
+        compression: the codecs to offer at handshake, in order of
+            preference (``"zstd"``, ``"lz4"``, a list of them; ``"auto"``:
+            every one installed), or None (default): no compression.  Once
+            the server agrees, payloads of ``compress_threshold`` bytes or
+            more are compressed both ways when that pays (see
+            :mod:`fastrpc.wire.compression`; ``pip install fastrpc[zstd]``).
+        compress_threshold: the smallest payload compressed (1 KiB).
     """
 
     __slots__ = (
@@ -102,6 +110,8 @@ class ClientOptions:
         "inherit",
         "ssl",
         "server_hostname",
+        "compression",
+        "compress_threshold",
     )
 
     def __init__(
@@ -116,6 +126,8 @@ class ClientOptions:
         inherit: bool = True,
         ssl: Optional["_ssl.SSLContext"] = None,
         server_hostname: Optional[str] = None,
+        compression: Any = None,
+        compress_threshold: int = 1024,
     ) -> None:
         if timeout is not None and not timeout > 0:
             raise ValueError("timeout must be > 0 or None")
@@ -140,6 +152,10 @@ class ClientOptions:
             raise TypeError("ssl must be an ssl.SSLContext")
         self.ssl = ssl
         self.server_hostname = server_hostname
+        self.compression = compression_codecs.names(compression)
+        if compress_threshold < 0:
+            raise ValueError("compress_threshold must be >= 0")
+        self.compress_threshold = compress_threshold
 
     def tls_for(self, address: Address) -> "Optional[_ssl.SSLContext]":
         """The TLS context for connections to ``address``, or None (no TLS)."""
@@ -175,6 +191,8 @@ class ClientOptions:
             "max_frame_size": self.max_frame_size,
             "keepalive_interval": self.keepalive_interval,
             "keepalive_timeout": self.keepalive_timeout,
+            "compression": self.compression or (),
+            "compress_threshold": self.compress_threshold,
         }
 
     def replace(self, **changes: Any) -> "ClientOptions":

@@ -153,14 +153,15 @@ class Pool:
         metadata: Optional[dict] = None,
         retry: Any = UNSET,
         hedge: Any = UNSET,
+        compress: Any = UNSET,
         **kwargs: Any,
     ) -> Any:
         """Call ``method`` on the endpoint the picker chooses (awaitable);
-        ``retry`` and ``hedge`` as for :meth:`AsyncClient.call`."""
+        ``retry``, ``hedge`` and ``compress`` as for :meth:`AsyncClient.call`."""
         if timeout is UNSET:
             timeout = self.options.timeout
         p = None
-        if retry is not UNSET or hedge is not UNSET:
+        if retry is not UNSET or hedge is not UNSET or compress is not UNSET:
             timeout, metadata, _ = inherited(self.options.inherit, _LOOKUP, timeout, metadata)
             call = OutgoingCall(
                 method,
@@ -172,6 +173,7 @@ class Pool:
                 "call",
                 self._retry if retry is UNSET else retry,
                 self._hedge.get(method) if hedge is UNSET else hedge,
+                compress is UNSET or bool(compress),
             )
             return self._chain(call) if self._chain is not None else self._send(call)
         if self._chain is None:
@@ -205,6 +207,8 @@ class Pool:
         p = ep.connection if ep is not None else None
         if p is None:
             return self._unavailable()
+        if not call.compress and call.kind == "call":
+            return p.call_uncompressed(call.method, call.args, call.kwargs, remaining(call), call.metadata_to_send())
         return p.call(call.method, call.args, call.kwargs, remaining(call), call.metadata_to_send())
 
     async def _resend(self, method: str, args: Any, kwargs: Any, timeout: Optional[float], metadata: Any) -> Any:

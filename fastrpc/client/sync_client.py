@@ -133,7 +133,14 @@ class Client:
         return list(conn.methods) if conn is not None else []
 
     def call(
-        self, method: str, *args: Any, timeout: Optional[float] = UNSET, metadata: Optional[dict] = None, retry: Any = UNSET, **kwargs: Any
+        self,
+        method: str,
+        *args: Any,
+        timeout: Optional[float] = UNSET,
+        metadata: Optional[dict] = None,
+        retry: Any = UNSET,
+        compress: Any = UNSET,
+        **kwargs: Any,
     ) -> Any:
         """Call ``method`` and return its result (blocking).
 
@@ -144,13 +151,15 @@ class Client:
         naming an earlier call as its last) never ran: it is sent once more
         on a new connection, with the time left.  ``retry``: a
         :class:`~fastrpc.client.retry.RetryPolicy` for this call (None: one
-        attempt), instead of the client's.
+        attempt), instead of the client's.  ``compress=False``: this
+        request is not compressed (when the connection agreed on it).
         """
         if timeout is UNSET:
             timeout = self.options.timeout
         conn = self._conn
         if (
             retry is UNSET
+            and compress is UNSET
             and timeout is None
             and metadata is None
             and not kwargs
@@ -169,8 +178,19 @@ class Client:
             except NotProcessed:
                 return self._resend(method, args, None, None, None)
         timeout, metadata, parent = inherited(self.options.inherit, _LOOKUP, timeout, metadata)
-        if self._chain is not None or retry is not UNSET:
-            call = OutgoingCall(method, args, kwargs or None, metadata, timeout, self.address, "call", self._retry if retry is UNSET else retry)
+        if self._chain is not None or retry is not UNSET or compress is not UNSET:
+            call = OutgoingCall(
+                method,
+                args,
+                kwargs or None,
+                metadata,
+                timeout,
+                self.address,
+                "call",
+                self._retry if retry is UNSET else retry,
+                None,
+                compress is UNSET or bool(compress),
+            )
             if parent is not None:
                 call.state["fastrpc.parent"] = parent  # for _send: its cancellation
             return self._chain(call) if self._chain is not None else self._send(call)
@@ -187,6 +207,10 @@ class Client:
         parent = call._state.get("fastrpc.parent") if call._state else None
         if call.retry is not None:
             return self._call_retrying(call, md, parent)
+        if not call.compress:
+            conn = self._connection()
+            rid, slot = conn.send_request(call.method, call.args, call.kwargs, remaining(call), md, None, compress=False)
+            return conn.wait(rid, slot, parent)
         return self._call(call.method, call.args, call.kwargs, remaining(call), md, parent)
 
     def _call_retrying(self, call: OutgoingCall, metadata: Any, parent: Any) -> Any:

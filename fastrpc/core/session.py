@@ -43,7 +43,7 @@ from __future__ import annotations
 
 import time
 from types import MappingProxyType
-from typing import Any, Callable, Dict, FrozenSet, List, Mapping, Optional, Tuple, Union
+from typing import Any, Callable, Dict, FrozenSet, List, Mapping, Optional, Sequence, Tuple, Union
 
 from .._impl import ClientSessionCore, FrameParser, FrameWriter, ServerSessionCore, free_request_id
 from ..errors import (
@@ -56,6 +56,7 @@ from ..errors import (
     Unavailable,
     error_from_payload,
 )
+from ..wire import compression as compression_codecs
 from ..wire import constants as W
 
 __all__ = [
@@ -296,9 +297,19 @@ class ClientSession(_KeepaliveRule, ClientSessionCore):
         keepalive_interval: Optional[float] = None,
         keepalive_timeout: float = 20.0,
         clock: Callable[[], float] = time.monotonic,
+        compression: Sequence[str] = (),
+        compress_threshold: int = compression_codecs.DEFAULT_THRESHOLD,
     ) -> None:
         self._parser = FrameParser(max_frame_size=max_frame_size)
         self._writer = FrameWriter(max_frame_size=max_frame_size)
+        if compression:
+            # Offered at handshake.  The server answers with the one it
+            # chose and may compress from its very next frame, which can
+            # come in the same read as its handshake: the parser takes any
+            # codec offered from the start.
+            self._offer = list(compression)
+            self._compress_threshold = compress_threshold
+            self._parser.decompressor = compression_codecs.decompressor(self._offer, max_frame_size)
         self._clock = clock
         # Only keepalive reads _last_seen: without it a read does not even
         # look at the clock.
@@ -329,6 +340,10 @@ class ClientSession(_KeepaliveRule, ClientSessionCore):
     server_info: Mapping[str, Any] = MappingProxyType({})
     #: the names of the methods the server says are idempotent
     idempotent: FrozenSet[str] = frozenset()
+    #: the compression codecs offered, and the one agreed (None: none)
+    _offer: Sequence[str] = ()
+    _compress_threshold = compression_codecs.DEFAULT_THRESHOLD
+    compression: Optional[str] = None
     _pings: Optional[Dict[int, Any]] = None
     _ping_seq = 0
     _events: Optional[List[Event]] = None
@@ -344,7 +359,10 @@ class ClientSession(_KeepaliveRule, ClientSessionCore):
         """Write the preface and the handshake: the first bytes to send."""
         w = self._writer
         w.write_preface()
-        w.write_frame(HANDSHAKE, 0, {"client": AGENT, "max_frame_size": w.max_frame_size})
+        info: Dict[str, Any] = {"client": AGENT, "max_frame_size": w.max_frame_size}
+        if self._offer:
+            info["compression"] = self._offer
+        w.write_frame(HANDSHAKE, 0, info)
 
     def write_outbox(self) -> bool:
         """Write the frames this session decided to send into the writer
@@ -531,6 +549,12 @@ class ClientSession(_KeepaliveRule, ClientSessionCore):
                     names[i] for i in marked if type(i) is int and 0 <= i < len(names) and type(names[i]) is str
                 )
         self.server_info = info
+        chosen = info.get("compression")
+        if type(chosen) is str and chosen in self._offer:
+            # From now on requests large enough are compressed (when it pays).
+            self.compression = chosen
+            self._writer.compressor = compression_codecs.compressor(chosen)
+            self._writer.compress_threshold = self._compress_threshold
         peer_max = info.get("max_frame_size")
         if type(peer_max) is int and W.HEADER_SIZE <= peer_max < self._writer.max_frame_size:
             # Never send a frame the server would refuse (and close the
@@ -624,11 +648,16 @@ class ServerSession(_KeepaliveRule, ServerSessionCore):
         keepalive_interval: Optional[float] = None,
         keepalive_timeout: float = 20.0,
         clock: Callable[[], float] = time.monotonic,
+        compression: Sequence[str] = (),
+        compress_threshold: int = compression_codecs.DEFAULT_THRESHOLD,
     ) -> None:
         self._parser = FrameParser(max_frame_size=max_frame_size, decoder=decoder)
         self._writer = FrameWriter(max_frame_size=max_frame_size)
         self._clock = clock
         self._handshake_info = handshake_info
+        if compression:
+            self._accept = compression
+            self._compress_threshold = compress_threshold
         # Only what is configured is set (the rest starts at class level:
         # see ClientSession).  Only an idle timeout or keepalive reads
         # _last_seen: without them a read does not even look at the clock.
@@ -656,6 +685,10 @@ class ServerSession(_KeepaliveRule, ServerSessionCore):
     _connected_at = 0.0
     _handshaken = False
     _events: Optional[List[Event]] = None
+    #: the compression codecs accepted, and the one agreed (None: none)
+    _accept: Sequence[str] = ()
+    _compress_threshold = compression_codecs.DEFAULT_THRESHOLD
+    compression: Optional[str] = None
 
     # -- bytes out -----------------------------------------------------------------
 
@@ -739,7 +772,21 @@ class ServerSession(_KeepaliveRule, ServerSessionCore):
             if self._handshaken:
                 return self.violation(MalformedFrame("a second HANDSHAKE from the client (it is sent once)"))
             self._handshaken = True
-            self._writer.write_frame(HANDSHAKE, 0, self._handshake_info)
+            info = self._handshake_info
+            offered = f.value.get("compression") if type(f.value) is dict else None
+            chosen = None
+            if self._accept and type(offered) is list:
+                chosen = compression_codecs.negotiate(offered, self._accept)
+            if chosen is not None:
+                info = dict(info, compression=chosen)
+            self._writer.write_frame(HANDSHAKE, 0, info)
+            if chosen is not None:
+                # After the answer that says so: answers large enough are
+                # compressed (when it pays), requests may come compressed.
+                self.compression = chosen
+                self._writer.compressor = compression_codecs.compressor(chosen)
+                self._writer.compress_threshold = self._compress_threshold
+                self._parser.decompressor = compression_codecs.decompressor([chosen], self._parser.max_frame_size)
         elif t == PONG or t == GOAWAY:
             pass  # a GOAWAY from a client: it is closing; its calls still get answers
         else:

@@ -175,9 +175,11 @@ class OutgoingCall:
             made with (None: one attempt); a middleware may change it.
         hedge: the :class:`~fastrpc.client.hedge.HedgePolicy` the call is
             made with (None: not hedged); it takes precedence over ``retry``.
+        compress: False: this call's request is not compressed (when the
+            connection agreed on compression); a single attempt.
     """
 
-    __slots__ = ("method", "args", "kwargs", "_metadata", "timeout", "_start", "peer", "kind", "_state", "retry", "hedge")
+    __slots__ = ("method", "args", "kwargs", "_metadata", "timeout", "_start", "peer", "kind", "_state", "retry", "hedge", "compress")
 
     side = "client"
 
@@ -192,6 +194,7 @@ class OutgoingCall:
         kind: str = "call",
         retry: Any = None,
         hedge: Any = None,
+        compress: bool = True,
     ) -> None:
         self.method = method
         self.args = args
@@ -204,6 +207,7 @@ class OutgoingCall:
         self._state: Optional[Dict[str, Any]] = None
         self.retry = retry
         self.hedge = hedge
+        self.compress = compress
 
     @property
     def metadata(self) -> Dict[str, Any]:

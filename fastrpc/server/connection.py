@@ -161,6 +161,8 @@ class ServerConnection(ServerSession, BaseProtocol):  # type: ignore[misc]
             keepalive_interval=server.keepalive_interval,
             keepalive_timeout=server.keepalive_timeout,
             clock=loop.time,
+            compression=server.compression,
+            compress_threshold=server.compress_threshold,
         )
         self._init_transport(loop)
         self._server = server

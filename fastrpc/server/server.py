@@ -26,6 +26,7 @@ from ..core.context import inline_slot, server_started, server_stopped
 from ..core.session import AGENT
 from ..middleware.access import AccessLog
 from ..transport.address import Address, parse_address
+from ..wire import compression as compression_codecs
 from ..wire import constants as W
 from .connection import MeteredServerConnection, ServerConnection
 from .builtin import Health, reflect
@@ -91,6 +92,11 @@ class Server:
             handlers see the client's certificate as
             ``current_call().peer_certificate``.  A ``tls://`` address
             needs it.
+        compression: the codecs a client may agree on (``"auto"``, the
+            default: every one installed; a name or a list; None: none).
+            Payloads of ``compress_threshold`` bytes or more are then
+            compressed both ways when that pays.
+        compress_threshold: the smallest payload compressed (1 KiB).
         builtins: serve ``fastrpc.Health.check``/``watch`` and
             ``fastrpc.Reflection.methods`` (see :mod:`fastrpc.server.builtin`);
             :attr:`health` sets services' statuses.
@@ -118,6 +124,8 @@ class Server:
         metrics: Any = None,
         access_log: Any = False,
         ssl: Optional["_ssl.SSLContext"] = None,
+        compression: Any = "auto",
+        compress_threshold: int = 1024,
         builtins: bool = True,
     ) -> None:
         if max_in_flight < 1:
@@ -157,6 +165,8 @@ class Server:
         if ssl is not None and not isinstance(ssl, _ssl.SSLContext):
             raise TypeError("ssl must be an ssl.SSLContext")
         self.ssl = ssl
+        self.compression = compression_codecs.names(compression) or ()
+        self.compress_threshold = compress_threshold
         self._builtins = builtins
         #: the health the built-in health service reports (set a service's
         #: status with ``health.set(name, "NOT_SERVING")``)

@@ -38,7 +38,8 @@ cpdef enum:
     FLAG_DEADLINE = 0x02
     FLAG_METADATA = 0x04
     FLAG_KWARGS = 0x08
-    KNOWN_FLAGS = 0x0F
+    FLAG_COMPRESSED = 0x10
+    KNOWN_FLAGS = 0x1F
 
 
 cdef class Frame:
@@ -98,6 +99,7 @@ cdef class FrameParser:
     cdef int _recv_kind                 # what get_buffer() handed out (RECV_*)
     cdef object _recv_view              # that memoryview (None: nothing pending)
     cdef object _recv_obj               # its exporter (scratch bytearray or _RecvChunk)
+    cdef public object decompressor     # compressed payload -> payload (wire/compression.py), or None
     cdef Py_ssize_t _recv_plen          # _plen when an in-place view was handed out
 
     cdef object _get_buffer(self)
@@ -114,6 +116,7 @@ cdef class FrameParser:
     cdef Py_ssize_t _parse_fields(self, Frame frame, unsigned int flags, const unsigned char* body,
                                   Py_ssize_t blen) except -1
     cdef object _decode(self, const unsigned char* data, Py_ssize_t length)
+    cdef object _inflate(self, const unsigned char* data, Py_ssize_t length)
 
 
 cdef class FrameWriter:
@@ -125,6 +128,8 @@ cdef class FrameWriter:
     cdef object _encoder                # the encoder object given (or made)
     cdef Encoder _cenc                  # same object if it is a compiled Encoder
     cdef bint _busy                     # inside a write (re-entrancy guard)
+    cdef public object compressor       # payload -> compressed payload or None (wire/compression.py), or None
+    cdef public Py_ssize_t compress_threshold  # payloads smaller than this are not compressed
 
     cdef int _check_idle(self) except -1
     cdef int _encode_value(self, object value) except -1
@@ -135,6 +140,7 @@ cdef class FrameWriter:
     cdef int _finish(self, Py_ssize_t start, Py_ssize_t k0, unsigned int mtype, int mtype_bad,
                      unsigned int flags, unsigned int method, uint32_t request_id,
                      int request_id_bad) except -1
+    cdef unsigned int _compress(self, Py_ssize_t pstart, Py_ssize_t k0, unsigned int flags) except 0x100
     cdef int _reset(self) except -1
     cdef bytes _joined(self)
     cdef list _take_chunks(self)

@@ -670,10 +670,24 @@ cdef class FrameParser:
             pos = self._parse_fields(frame, flags, body, blen)
         if pos < blen and frame.error is None:
             try:
-                frame.value = self._decode(body + pos, blen - pos)
+                if flags & FLAG_COMPRESSED:
+                    frame.value = self._inflate(body + pos, blen - pos)
+                else:
+                    frame.value = self._decode(body + pos, blen - pos)
             except DecodeError as exc:
                 frame.error = exc
         return frame
+
+    cdef object _inflate(self, const unsigned char* data, Py_ssize_t length):
+        # A compressed payload: inflated (within the decompressor's limit)
+        # by the codec agreed at handshake, then decoded.
+        decompressor = self.decompressor
+        if decompressor is None:
+            raise DecodeError("compressed payload, but this connection agreed on no compression")
+        raw = decompressor(PyBytes_FromStringAndSize(<const char*>data, length))
+        if not PyBytes_CheckExact(raw):
+            raw = bytes(raw)
+        return self._decode(<const unsigned char*>PyBytes_AS_STRING(raw), PyBytes_GET_SIZE(raw))
 
     cdef Py_ssize_t _parse_fields(self, Frame frame, unsigned int flags, const unsigned char* body,
                                   Py_ssize_t blen) except -1:
@@ -878,6 +892,7 @@ cdef class FrameWriter:
         self._ref_bytes = 0
         self._max_frame_size = W.DEFAULT_MAX_FRAME_SIZE
         self._max_frame_size_obj = DEFAULT_MAX_FRAME_SIZE
+        self.compress_threshold = 1024
 
     def __dealloc__(self):
         wbuf_release(&self._buf)
@@ -1071,6 +1086,44 @@ cdef class FrameWriter:
         self._ref_bytes += extra
         return 0
 
+    cdef unsigned int _compress(self, Py_ssize_t pstart, Py_ssize_t k0, unsigned int flags) except 0x100:
+        """Compress the payload just written (the buffer from ``pstart`` on,
+        with the values held by reference from ``self._refs[k0]`` on) when
+        it is large enough and the compressor says it pays; return the
+        frame's flags (with FLAG_COMPRESSED if it did)."""
+        cdef Py_ssize_t plen = self._buf.length - pstart
+        cdef Py_ssize_t i, off, pos
+        cdef Py_ssize_t nrefs = len(self._refs)
+        cdef Py_ssize_t n
+        for i in range(k0, nrefs):
+            plen += PyBytes_GET_SIZE((<tuple>self._refs[i])[1])
+        if plen < self.compress_threshold:
+            return flags
+        if nrefs == k0:
+            payload = PyBytes_FromStringAndSize(self._buf.data + pstart, self._buf.length - pstart)
+        else:
+            parts = []
+            pos = pstart
+            for i in range(k0, nrefs):
+                off = (<tuple>self._refs[i])[0]
+                if off > pos:
+                    parts.append(PyBytes_FromStringAndSize(self._buf.data + pos, off - pos))
+                    pos = off
+                parts.append((<tuple>self._refs[i])[1])
+            if self._buf.length > pos:
+                parts.append(PyBytes_FromStringAndSize(self._buf.data + pos, self._buf.length - pos))
+            payload = b"".join(parts)
+        out = self.compressor(payload)
+        if out is None:
+            return flags
+        if not PyBytes_CheckExact(out):
+            out = bytes(out)
+        n = PyBytes_GET_SIZE(out)
+        self._buf.length = pstart
+        del self._refs[k0:]
+        memcpy(wbuf_put(&self._buf, n), PyBytes_AS_STRING(out), <size_t>n)
+        return flags | FLAG_COMPRESSED
+
     def write_request(self, request_id, method, args, kwargs=None, *, deadline=None,
                       metadata=None, notify=False):
         """Append a REQUEST (or, with ``notify``, a NOTIFY) frame.
@@ -1090,7 +1143,7 @@ cdef class FrameWriter:
         cdef int rid_bad
         cdef int overflow = 0
         cdef long long v
-        cdef Py_ssize_t start, mstart, mlen
+        cdef Py_ssize_t start, mstart, mlen, pstart
         cdef Py_ssize_t k0 = len(self._refs)
         cdef uint64_t dl
         cdef char* p
@@ -1139,10 +1192,13 @@ cdef class FrameWriter:
                 if <uint64_t>mlen > 0xFFFFFFFFULL:
                     raise StructError("'I' format requires 0 <= number <= 4294967295")
                 store_be32(self._buf.data + mstart, <uint32_t>mlen)
+            pstart = self._buf.length
             if flags & FLAG_KWARGS:
                 self._encode_value((args, kwargs))
             else:
                 self._encode_value(args)
+            if self.compressor is not None:
+                flags = self._compress(pstart, k0, flags)
             mtype = NOTIFY if notify else REQUEST
             self._finish(start, k0, mtype, ARG_OK, flags, method_index, rid, rid_bad)
         except BaseException:
@@ -1168,7 +1224,10 @@ cdef class FrameWriter:
             rid_bad = _u32_arg(request_id, "request_id", &rid)
             wbuf_put(&self._buf, HEADER_SIZE)
             self._encode_value(value)
-            self._finish(start, k0, t, t_bad, 0, 0, rid, rid_bad)
+            if self.compressor is not None and t == RESPONSE and not t_bad:
+                self._finish(start, k0, t, t_bad, self._compress(start + HEADER_SIZE, k0, 0), 0, rid, rid_bad)
+            else:
+                self._finish(start, k0, t, t_bad, 0, 0, rid, rid_bad)
         except BaseException:
             self._buf.length = start
             del self._refs[k0:]

@@ -10,7 +10,7 @@ import copy
 import struct
 import threading
 from operator import attrgetter
-from typing import Any, List, Optional, Tuple, Union
+from typing import Any, Callable, List, Optional, Tuple, Union
 
 from . import constants as W
 from ._codec_py import Decoder, Encoder, RefBuffer
@@ -55,6 +55,7 @@ _FLAG_METHOD_NAME = W.FLAG_METHOD_NAME
 _FLAG_DEADLINE = W.FLAG_DEADLINE
 _FLAG_METADATA = W.FLAG_METADATA
 _FLAG_KWARGS = W.FLAG_KWARGS
+_FLAG_COMPRESSED = W.FLAG_COMPRESSED
 
 # Re-entrant use (from a hook that runs while the parser is parsing or the
 # writer is writing a frame) is refused with these, the compiled twin's
@@ -169,6 +170,9 @@ class FrameParser:
         # True inside _run(): a decoder hook feeding this parser then would
         # see (and change) the state of the chunk being parsed.
         self._busy = False
+        #: compressed payload -> payload (wire/compression.py), or None:
+        #: set once a connection agreed on compression
+        self.decompressor: Optional[Callable[[bytes], bytes]] = None
 
     @property
     def buffered(self) -> int:
@@ -411,7 +415,13 @@ class FrameParser:
             pos += n
         if pos < end and error is None:
             try:
-                value = self.decoder.decode_range(data, pos, end)
+                if flags & _FLAG_COMPRESSED:
+                    if self.decompressor is None:
+                        raise DecodeError("compressed payload, but this connection agreed on no compression")
+                    raw = bytes(self.decompressor(bytes(data[pos:end])))
+                    value = self.decoder.decode_range(raw, 0, len(raw))
+                else:
+                    value = self.decoder.decode_range(data, pos, end)
             except DecodeError as exc:
                 error = exc
         return Frame(mtype, flags, method, name, request_id, deadline, metadata, value, error)
@@ -445,6 +455,11 @@ class FrameWriter:
         # True while a frame is being written: an encoder hook that used the
         # writer then would write into, or take away, the half-built frame.
         self._busy = False
+        #: payload -> compressed payload or None (wire/compression.py), or
+        #: None: set once a connection agreed on compression
+        self.compressor: Optional[Callable[[bytes], Optional[bytes]]] = None
+        #: payloads smaller than this are not compressed
+        self.compress_threshold = 1024
 
     def __len__(self) -> int:
         return len(self._buf) + self._ref_bytes
@@ -570,7 +585,13 @@ class FrameWriter:
         k0 = len(buf.refs)
         self._busy = True
         try:
-            if not flags and type(request_id) is int and 0 <= request_id <= 0xFFFFFFFF and 0 <= method_index <= 0xFFFF:
+            if (
+                not flags
+                and type(request_id) is int
+                and 0 <= request_id <= 0xFFFFFFFF
+                and 0 <= method_index <= 0xFFFF
+                and self.compressor is None
+            ):
                 # A plain call by index: the checks below all pass.
                 buf += _ZERO_HEADER
                 self.encoder.pack_into(buf, args)
@@ -609,10 +630,13 @@ class FrameWriter:
                 finally:
                     buf.refs = refs
                 buf[mstart : mstart + 4] = _pack_I(len(buf) - mstart - 4)
+            pstart = len(buf)
             if flags & _FLAG_KWARGS:
                 self.encoder.pack_into(buf, (args, kwargs))
             else:
                 self.encoder.pack_into(buf, args)
+            if self.compressor is not None:
+                flags = self._compress(pstart, k0, flags)
             self._finish(start, k0, W.MsgType.NOTIFY if notify else W.MsgType.REQUEST, flags, method_index, request_id)
         except BaseException:
             del buf[start:]
@@ -646,7 +670,9 @@ class FrameWriter:
                 _check_u32(request_id, "request_id")
             buf += _ZERO_HEADER
             self.encoder.pack_into(buf, value)
-            if len(buf.refs) == k0 and len(buf) - start <= self._max_frame_size:
+            if self.compressor is not None and type == _RESPONSE:
+                self._finish(start, k0, type, self._compress(start + _HEADER_SIZE, k0, 0), 0, request_id)
+            elif len(buf.refs) == k0 and len(buf) - start <= self._max_frame_size:
                 _pack_header_into(buf, start, len(buf) - start - 4, type, 0, 0, request_id)  # as in write_request
             else:
                 self._finish(start, k0, type, 0, 0, request_id)
@@ -656,6 +682,34 @@ class FrameWriter:
             raise
         finally:
             self._busy = False
+
+    def _compress(self, pstart: int, k0: int, flags: int) -> int:
+        # Compress the payload just written (the buffer from pstart on, with
+        # the values held by reference from refs[k0] on) when it is large
+        # enough and the compressor says it pays; the frame's flags.
+        buf = self._buf
+        refs = buf.refs
+        size = len(buf) - pstart + sum(len(value) for _, value in refs[k0:])
+        if size < self.compress_threshold:
+            return flags
+        if len(refs) == k0:
+            payload = bytes(buf[pstart:])
+        else:
+            parts, pos = [], pstart
+            for off, value in refs[k0:]:
+                if off > pos:
+                    parts.append(bytes(buf[pos:off]))
+                    pos = off
+                parts.append(value)
+            parts.append(bytes(buf[pos:]))
+            payload = b"".join(parts)
+        out = self.compressor(payload)  # type: ignore[misc]
+        if out is None:
+            return flags
+        del buf[pstart:]
+        del refs[k0:]
+        buf += out
+        return flags | _FLAG_COMPRESSED
 
     def _finish(self, start: int, k0: int, mtype: int, flags: int, method: int, request_id: int) -> None:
         # The frame starts at ``start`` in the buffer; its values held by

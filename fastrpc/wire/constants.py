@@ -60,8 +60,9 @@ FLAG_METHOD_NAME = 0x01  # uint16 length + UTF-8 method name follows the header
 FLAG_DEADLINE = 0x02  # uint64 timeout in microseconds follows
 FLAG_METADATA = 0x04  # uint32 length + msgpack map follows
 FLAG_KWARGS = 0x08  # payload is [args, kwargs] instead of args
+FLAG_COMPRESSED = 0x10  # payload is codec id + compressed msgpack (only once agreed at handshake)
 #: Bits this version defines; any other bit set is a MalformedFrame.
-KNOWN_FLAGS = FLAG_METHOD_NAME | FLAG_DEADLINE | FLAG_METADATA | FLAG_KWARGS
+KNOWN_FLAGS = FLAG_METHOD_NAME | FLAG_DEADLINE | FLAG_METADATA | FLAG_KWARGS | FLAG_COMPRESSED
 
 
 class ExtType(tuple):
