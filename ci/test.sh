@@ -90,6 +90,7 @@ FASTRPC_NO_EXTENSIONS=1 "$PY" -m benchmarks.overhead --quick
 "$PY" -m benchmarks.features --quick
 "$PY" -m benchmarks.hedging --quick
 "$PY" -m benchmarks.tls --quick
+"$PY" -m benchmarks.compression --quick
 
 echo "== head-to-head tool (smoke run)"
 "$PY" -m benchmarks.versus "fastrpc Cython: Client (sync)" "floor (uvloop)" --pairs 2 --duration 0.1
