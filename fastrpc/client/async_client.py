@@ -13,7 +13,7 @@ from ..core.context import _current, serving
 from ..errors import RpcError
 from ..middleware import Middleware, OutgoingCall, compose
 from ..transport.address import Address
-from .calls import UNSET, Proxy, inherited, remaining
+from .calls import UNSET, Proxy, call_options, inherited, remaining
 from .endpoint import Endpoint
 from .options import ClientOptions
 from .hedge import HedgePolicy, HedgeStats, LatencyTracker, hedged_call
@@ -133,9 +133,6 @@ class AsyncClient:
         *args: Any,
         timeout: Optional[float] = UNSET,
         metadata: Optional[dict] = None,
-        retry: Any = UNSET,
-        hedge: Any = UNSET,
-        compress: Any = UNSET,
         **kwargs: Any,
     ) -> Any:
         """Call ``method`` (``"Service.method"``) and return an awaitable of
@@ -155,7 +152,8 @@ class AsyncClient:
         if timeout is UNSET:
             timeout = self.options.timeout
         p = self._endpoint.connection
-        if retry is not UNSET or hedge is not UNSET or compress is not UNSET:
+        if kwargs and ("retry" in kwargs or "hedge" in kwargs or "compress" in kwargs):
+            retry, hedge, compress = call_options(kwargs)
             return self._call_with(method, args, kwargs, timeout, metadata, retry, hedge, compress)
         if p is not None and self._chain is None and (not serving[0] or (_current.get() is None and p.call_slot[0] is None)):
             # Connected, no middleware, no call being handled here to

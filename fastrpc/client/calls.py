@@ -15,6 +15,18 @@ __all__ = ["Proxy", "inherited", "remaining"]
 #: "no timeout given": the client's default applies (``None`` means none)
 UNSET: Any = object()
 
+#: the keywords of call() that are options of the call, not the handler's
+#: (timeout and metadata are in the signature; these are taken out of
+#: **kwargs only when there are keyword arguments at all, so that a plain
+#: call does not pay for them)
+CALL_OPTIONS = ("retry", "hedge", "compress")
+
+
+def call_options(kwargs: Dict[str, Any]) -> "Tuple[Any, Any, Any]":
+    """``(retry, hedge, compress)`` taken out of a call's keyword arguments
+    (UNSET for each not given)."""
+    return kwargs.pop("retry", UNSET), kwargs.pop("hedge", UNSET), kwargs.pop("compress", UNSET)
+
 
 class Proxy:
     """``proxy.method(*args)`` calls ``"<service>.method"`` through any client

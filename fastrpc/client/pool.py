@@ -16,7 +16,7 @@ from ..core.context import _current, serving
 from ..errors import NotProcessed, Unavailable
 from ..middleware import Middleware, OutgoingCall, compose
 from ..transport.address import Address
-from .calls import UNSET, Proxy, inherited, remaining
+from .calls import UNSET, Proxy, call_options, inherited, remaining
 from .endpoint import Endpoint, EndpointState, Picker, RoundRobinPicker
 from .options import Backoff, ClientOptions
 from .hedge import HedgePolicy, HedgeStats, LatencyTracker, hedged_call
@@ -151,9 +151,6 @@ class Pool:
         *args: Any,
         timeout: Optional[float] = UNSET,
         metadata: Optional[dict] = None,
-        retry: Any = UNSET,
-        hedge: Any = UNSET,
-        compress: Any = UNSET,
         **kwargs: Any,
     ) -> Any:
         """Call ``method`` on the endpoint the picker chooses (awaitable);
@@ -161,7 +158,8 @@ class Pool:
         if timeout is UNSET:
             timeout = self.options.timeout
         p = None
-        if retry is not UNSET or hedge is not UNSET or compress is not UNSET:
+        if kwargs and ("retry" in kwargs or "hedge" in kwargs or "compress" in kwargs):
+            retry, hedge, compress = call_options(kwargs)
             timeout, metadata, _ = inherited(self.options.inherit, _LOOKUP, timeout, metadata)
             call = OutgoingCall(
                 method,

@@ -19,7 +19,7 @@ from ..errors import DeadlineExceeded, NotProcessed, RpcError, Unavailable
 from ..middleware import Middleware, OutgoingCall, compose
 from ..transport.address import Address, parse_address
 from ._sync import SyncConnection
-from .calls import UNSET, Proxy, inherited, remaining
+from .calls import UNSET, Proxy, call_options, inherited, remaining
 from .options import ClientOptions, Reconnect
 from .retry import Retrier, RetryBudget, RetryPolicy
 
@@ -138,8 +138,6 @@ class Client:
         *args: Any,
         timeout: Optional[float] = UNSET,
         metadata: Optional[dict] = None,
-        retry: Any = UNSET,
-        compress: Any = UNSET,
         **kwargs: Any,
     ) -> Any:
         """Call ``method`` and return its result (blocking).
@@ -158,9 +156,7 @@ class Client:
             timeout = self.options.timeout
         conn = self._conn
         if (
-            retry is UNSET
-            and compress is UNSET
-            and timeout is None
+            timeout is None
             and metadata is None
             and not kwargs
             and conn is not None
@@ -177,6 +173,11 @@ class Client:
                 return conn.call_plain(method, args)
             except NotProcessed:
                 return self._resend(method, args, None, None, None)
+        retry = compress = UNSET
+        if kwargs and ("retry" in kwargs or "compress" in kwargs):
+            retry, hedge, compress = call_options(kwargs)
+            if hedge is not UNSET:
+                raise TypeError("the blocking Client does not hedge (AsyncClient and Pool do)")
         timeout, metadata, parent = inherited(self.options.inherit, _LOOKUP, timeout, metadata)
         if self._chain is not None or retry is not UNSET or compress is not UNSET:
             call = OutgoingCall(
