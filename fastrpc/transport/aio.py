@@ -80,7 +80,12 @@ class BaseProtocol(ReadProtocol):  # type: ignore[misc,valid-type]
 
     def connection_lost(self, exc: Optional[BaseException]) -> None:
         self._closing = True
-        self._transport = None
+        transport, self._transport = self._transport, None
+        if transport is not None and not transport.is_closing():
+            # Python < 3.11's TLS transport is not marked closed when the
+            # connection under it goes (it warns "unclosed transport" when
+            # collected); closing it now is a no-op on the wire.
+            transport.close()
         if self._flush_handle is not None:
             self._flush_handle.cancel()
             self._flush_handle = None
@@ -109,9 +114,11 @@ class BaseProtocol(ReadProtocol):  # type: ignore[misc,valid-type]
         if _WRITELINES_SKIPS_PAUSE:
             # See _WRITELINES_SKIPS_PAUSE: do what the fixed writelines()
             # does, so that a peer that does not read is noticed.
-            pause = getattr(transport, "_maybe_pause_protocol", None)
-            if pause is not None:
-                pause()
+            # Only a socket transport (it has the high-water mark): the
+            # SSL transport inherits the method without the state it reads,
+            # and its writelines() goes through its own flow control.
+            if hasattr(transport, "_high_water"):
+                transport._maybe_pause_protocol()  # type: ignore[union-attr]
 
     def _schedule_flush(self) -> None:
         if self._flush_handle is None:
