@@ -13,7 +13,7 @@ from ..core.context import _current, serving
 from ..errors import RpcError
 from ..middleware import Middleware, OutgoingCall, compose
 from ..transport.address import Address
-from .calls import UNSET, Proxy, call_options, inherited, remaining
+from .calls import UNSET, Proxy, call_options, inherited, no_call_options, remaining
 from .endpoint import Endpoint
 from .options import ClientOptions
 from .hedge import HedgePolicy, HedgeStats, LatencyTracker, hedged_call
@@ -243,6 +243,8 @@ class AsyncClient:
 
     async def notify(self, method: str, *args: Any, metadata: Optional[dict] = None, **kwargs: Any) -> None:
         """Send a one-way call: no answer, errors are not reported."""
+        if kwargs:
+            no_call_options(kwargs, "notify()")
         _, metadata, _ = inherited(self.options.inherit, _LOOKUP, None, metadata)
         if self._chain is not None:
             await self._chain(OutgoingCall(method, args, kwargs or None, metadata, None, self._endpoint.address, "notify"))

@@ -22,6 +22,14 @@ UNSET: Any = object()
 CALL_OPTIONS = ("retry", "hedge", "compress")
 
 
+def no_call_options(kwargs: Dict[str, Any], what: str) -> None:
+    """TypeError if ``kwargs`` hold a call option ``what`` does not take
+    (rather than passing it on to the handler)."""
+    for name in CALL_OPTIONS:
+        if name in kwargs:
+            raise TypeError(f"{what} takes no {name}= (only call() does)")
+
+
 def call_options(kwargs: Dict[str, Any]) -> "Tuple[Any, Any, Any]":
     """``(retry, hedge, compress)`` taken out of a call's keyword arguments
     (UNSET for each not given)."""

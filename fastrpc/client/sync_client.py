@@ -19,7 +19,7 @@ from ..errors import DeadlineExceeded, NotProcessed, RpcError, Unavailable
 from ..middleware import Middleware, OutgoingCall, compose
 from ..transport.address import Address, parse_address
 from ._sync import SyncConnection
-from .calls import UNSET, Proxy, call_options, inherited, remaining
+from .calls import UNSET, Proxy, call_options, inherited, no_call_options, remaining
 from .options import ClientOptions, Reconnect
 from .retry import Retrier, RetryBudget, RetryPolicy
 
@@ -174,7 +174,7 @@ class Client:
             except NotProcessed:
                 return self._resend(method, args, None, None, None)
         retry = compress = UNSET
-        if kwargs and ("retry" in kwargs or "compress" in kwargs):
+        if kwargs and ("retry" in kwargs or "hedge" in kwargs or "compress" in kwargs):
             retry, hedge, compress = call_options(kwargs)
             if hedge is not UNSET:
                 raise TypeError("the blocking Client does not hedge (AsyncClient and Pool do)")
@@ -277,6 +277,8 @@ class Client:
         result (like Go net/rpc's ``Go``).  Calls are sent in the order
         ``go`` is called.  A call the server closed the connection without
         reading is sent once more, as :meth:`call` does."""
+        if kwargs:
+            no_call_options(kwargs, "go()")
         if timeout is UNSET:
             timeout = self.options.timeout
         timeout, metadata, _ = inherited(self.options.inherit, _LOOKUP, timeout, metadata)
@@ -308,6 +310,8 @@ class Client:
 
     def notify(self, method: str, *args: Any, metadata: Optional[dict] = None, **kwargs: Any) -> None:
         """Send a one-way call (no answer)."""
+        if kwargs:
+            no_call_options(kwargs, "notify()")
         _, metadata, _ = inherited(self.options.inherit, _LOOKUP, None, metadata)
         if self._chain is not None:
             self._chain(OutgoingCall(method, args, kwargs or None, metadata, None, self.address, "notify"))

@@ -238,3 +238,27 @@ def test_percentile_delay():
     for bad in ("95", "p", "p100", "fast"):
         with pytest.raises(ValueError):
             fastrpc.HedgePolicy(delay=bad)
+
+
+def test_blocking_client_says_it_does_not_hedge(run):
+    async def main():
+        [(server, address)] = await _servers(Slowable("one"))
+        loop = asyncio.get_running_loop()
+
+        def call() -> None:
+            with fastrpc.Client(address) as c:
+                with pytest.raises(TypeError, match="hedge"):
+                    c.call("S.get", hedge=fastrpc.HedgePolicy())
+                # retry= and compress= are options of the call, not the handler's
+                assert c.call("S.get", retry=None, compress=False) == "one"
+                with pytest.raises(TypeError, match="go"):
+                    c.go("S.get", retry=None)
+                with pytest.raises(TypeError, match="notify"):
+                    c.notify("S.get", compress=False)
+
+        try:
+            await loop.run_in_executor(None, call)
+        finally:
+            await server.shutdown(grace=0)
+
+    run(main())
