@@ -30,6 +30,7 @@ from .client import (
 )
 from .core.context import CallContext, current_call, detached
 from .server import Server, blocking, idempotent
+from . import discovery  # noqa: F401 - registers the etcd:// registry scheme
 
 __version__ = "0.1.0"
 

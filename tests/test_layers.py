@@ -32,9 +32,10 @@ LAYERS: Dict[str, int] = {
     "middleware": 4,  # chains around calls, for both sides
     "server": 5,
     "client": 5,
-    "__init__": 6,  # the public API
-    "cli": 7,  # a user of the public API only
-    "__main__": 7,
+    "discovery": 6,  # registries and what clients look up (above server and client)
+    "__init__": 7,  # the public API
+    "cli": 8,  # a user of the public API only
+    "__main__": 8,
 }
 #: layers of equal rank that must not import each other
 PEERS = {("server", "client"), ("client", "server")}

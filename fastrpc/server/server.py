@@ -32,7 +32,11 @@ from .connection import MeteredServerConnection, ServerConnection
 from .builtin import Health, reflect
 from .dispatch import DispatchTable, is_idempotent, kind_of
 
-__all__ = ["Server"]
+__all__ = ["REGISTRY_SCHEMES", "Server"]
+
+#: ``Server(registry="<scheme>://...")``: the factory each scheme's URL goes
+#: to (``fastrpc.discovery`` adds ``etcd``; this layer does not import it)
+REGISTRY_SCHEMES: Dict[str, Callable[[str], Any]] = {}
 
 log = logging.getLogger("fastrpc.server")
 
@@ -97,6 +101,16 @@ class Server:
             Payloads of ``compress_threshold`` bytes or more are then
             compressed both ways when that pays.
         compress_threshold: the smallest payload compressed (1 KiB).
+        registry: where the server lists itself while it serves: a URL
+            (``"etcd://127.0.0.1:2379"``; see :mod:`fastrpc.discovery`) or
+            a registry object (``await registry.register(record)`` /
+            ``await registry.deregister()``).  It registers once it
+            listens and deregisters before it drains.  Needs ``name``.
+        name, weight, version, tags, service_metadata: what the record says
+            (see :class:`fastrpc.discovery.ServiceRecord`).
+        advertise: the address clients should use, when the listening one
+            is not it (``0.0.0.0``, a container's address); default: the
+            first address :meth:`start` bound.
         builtins: serve ``fastrpc.Health.check``/``watch`` and
             ``fastrpc.Reflection.methods`` (see :mod:`fastrpc.server.builtin`);
             :attr:`health` sets services' statuses.
@@ -126,6 +140,13 @@ class Server:
         ssl: Optional["_ssl.SSLContext"] = None,
         compression: Any = "auto",
         compress_threshold: int = 1024,
+        registry: Any = None,
+        name: Optional[str] = None,
+        weight: int = 1,
+        version: str = "",
+        tags: Optional[Dict[str, str]] = None,
+        service_metadata: Optional[Dict[str, Any]] = None,
+        advertise: Optional[str] = None,
         builtins: bool = True,
     ) -> None:
         if max_in_flight < 1:
@@ -168,6 +189,19 @@ class Server:
         self.compression = compression_codecs.names(compression) or ()
         self.compress_threshold = compress_threshold
         self._builtins = builtins
+        if isinstance(registry, str):
+            scheme = registry.partition("://")[0]
+            factory = REGISTRY_SCHEMES.get(scheme)
+            if factory is None:
+                raise ValueError(f"no registry for {registry!r} (known schemes: {sorted(REGISTRY_SCHEMES)})")
+            registry = factory(registry)
+        if registry is not None and not name:
+            raise ValueError("a server with a registry needs name=")
+        self.registry = registry
+        self._record_fields = dict(name=name, weight=weight, version=version, tags=tags, metadata=service_metadata)
+        self._advertise = advertise
+        #: the record this server registered (None: none)
+        self.record: Any = None
         #: the health the built-in health service reports (set a service's
         #: status with ``health.set(name, "NOT_SERVING")``)
         self.health = Health()
@@ -323,6 +357,14 @@ class Server:
             self.addresses.append(actual)
             log.info("listening on %s", actual)
             bound.append(actual)
+        if self.registry is not None and self.record is None:
+            fields = dict(self._record_fields, address=self._advertise or bound[0])
+            try:
+                self.record = await self.registry.register(None, **fields)
+            except BaseException:
+                # Told to be listed and cannot be: do not serve unlisted.
+                await self.shutdown(grace=0)
+                raise
         return bound[0] if len(bound) == 1 else bound
 
     async def serve_forever(self) -> None:
@@ -344,6 +386,13 @@ class Server:
             return
         self._shutting_down = True
         self.health.shutdown()  # NOT_SERVING from here on
+        if self.registry is not None and self.record is not None:
+            # Out of the registry first: clients stop picking this server
+            # while it drains the calls it has.
+            try:
+                await self.registry.deregister()
+            except Exception as exc:  # noqa: BLE001 - the lease expires by itself
+                log.warning("deregistering failed: %s", exc)
         for srv in self._servers:
             srv.close()
         conns = list(self._connections)
