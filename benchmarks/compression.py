@@ -24,13 +24,14 @@ import asyncio
 import os
 import random
 import statistics
-import subprocess
 import sys
 import time
 from typing import Any, Dict, List, Tuple
 
 import fastrpc
 from fastrpc.wire import compression as C
+
+from benchmarks.harness import Running, Server, _py
 
 try:
     import uvloop
@@ -39,14 +40,13 @@ except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
 
 
 class Echo:
-    def __init__(self) -> None:
-        self.rx = 0
-
     def echo(self, value: Any) -> Any:
         return value
 
 
-def serve() -> None:
+def serve(port: int) -> None:
+    """The server process (``harness.Running``'s protocol)."""
+
     async def main() -> None:
         from fastrpc.middleware.metrics import ServerMetrics
 
@@ -63,7 +63,7 @@ def serve() -> None:
             return [metrics.received_bytes, metrics.sent_bytes] if metrics is not None else [0, 0]
 
         server.register_function(wire_bytes, "Stats.bytes")
-        print(await server.start("tcp://127.0.0.1:0"), flush=True)
+        print("READY", await server.start(f"tcp://127.0.0.1:{port}"), flush=True)
         await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
         await server.shutdown(grace=0)
 
@@ -103,18 +103,19 @@ def main(argv: Any = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="short rounds (CI smoke run)")
     ap.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.serve:
-        serve()
+        serve(args.port)
         return 0
     codecs = C.available()
     if not codecs:
         print("benchmarks.compression needs zstandard or lz4 (pip install fastrpc[zstd,lz4]); skipped")
         return 0
     seconds, rounds = (0.2, 2) if args.quick else (1.0, 5)
-    proc = subprocess.Popen([sys.executable, "-m", "benchmarks.compression", "--serve"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    proc = Running(Server("compression", _py("benchmarks.compression", "--serve")))
     try:
-        address = proc.stdout.readline().strip()
+        address = proc.address
         loop = uvloop.new_event_loop() if uvloop is not None else asyncio.new_event_loop()
         asyncio.set_event_loop(loop)
         settings = ["none"] + codecs
@@ -140,12 +141,7 @@ def main(argv: Any = None) -> int:
             loop.run_until_complete(c.close())
         loop.close()
     finally:
-        proc.stdin.close()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:  # pragma: no cover
-            proc.kill()
-            proc.wait()
+        proc.stop()
     print(f"W3 with compression: 64 KiB payloads echoed, one call at a time ({fastrpc.IMPLEMENTATION} build; {rounds} alternating rounds of {seconds}s)")
     print(f"{'payload':<16}{'setting':<8}{'p50':>11}{'vs none':>9}{'bytes/call':>12}{'vs none':>9}")
     for name in data:

@@ -20,12 +20,13 @@ import argparse
 import asyncio
 import os
 import random
-import subprocess
 import sys
 import time
 from typing import Any, Dict, List, Optional, Tuple
 
 import fastrpc
+
+from benchmarks.harness import Running, Server, _py
 
 try:
     import uvloop
@@ -51,14 +52,15 @@ class Svc:
         return self.calls
 
 
-def serve(slow_fraction: float) -> None:
-    """The server process: prints its address, serves until stdin closes."""
+def serve(slow_fraction: float, port: int) -> None:
+    """The server process (``harness.Running``'s protocol): says ``READY
+    <address>``, serves until stdin closes."""
 
     async def main() -> None:
         server = fastrpc.Server()
         server.register(Svc(slow_fraction, 0.05, os.getpid()), "Svc")
-        address = await server.start("tcp://127.0.0.1:0")
-        print(address, flush=True)
+        address = await server.start(f"tcp://127.0.0.1:{port}")
+        print("READY", address, flush=True)
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(None, sys.stdin.read)
         await server.shutdown(grace=0)
@@ -119,24 +121,18 @@ def main(argv: Any = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="fewer calls (CI smoke run)")
     ap.add_argument("--serve", type=float, help=argparse.SUPPRESS)
+    ap.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.serve is not None:
-        serve(args.serve)
+        serve(args.serve, args.port)
         return 0
     n, rounds = (600, 3) if args.quick else (8000, 8)
     concurrency = 4
-    procs = []
+    procs: List[Running] = []
     try:
-        addresses = []
         for slow in (0.10, 0.0):
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "benchmarks.hedging", "--serve", str(slow)],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                text=True,
-            )
-            procs.append(proc)
-            addresses.append(proc.stdout.readline().strip())
+            procs.append(Running(Server(f"slow {slow}", _py("benchmarks.hedging", "--serve", str(slow)))))
+        addresses = [p.address for p in procs]
         policies: List[Tuple[str, Optional[fastrpc.HedgePolicy]]] = [
             ("no hedging", None),
             ("hedge p95", fastrpc.HedgePolicy(delay="p95")),
@@ -150,13 +146,7 @@ def main(argv: Any = None) -> int:
             loop.close()
     finally:
         for proc in procs:
-            proc.stdin.close()
-        for proc in procs:
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:  # pragma: no cover
-                proc.kill()
-                proc.wait()
+            proc.stop()
     print(f"hedging: 2 servers, one adds 50 ms to 10% of its calls; Pool round robin, {concurrency} calls at a time, "
           f"{n:,} calls per policy in {rounds} alternating rounds ({fastrpc.IMPLEMENTATION} build)")
     print(f"{'policy':<12}{'p50':>10}{'p99':>10}{'p99.9':>10}{'extra calls':>14}{'hedge won':>12}")

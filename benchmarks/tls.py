@@ -23,13 +23,14 @@ import os
 import shutil
 import ssl
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from typing import Any, Dict, List
 
 import fastrpc
+
+from benchmarks.harness import Running, Server, _py
 
 try:
     import uvloop
@@ -42,8 +43,9 @@ class Bench:
         return a + b
 
 
-def serve(certfile: str) -> None:
-    """The server process: TLS when ``certfile`` (cert + key) is given."""
+def serve(certfile: str, port: int) -> None:
+    """The server process (``harness.Running``'s protocol): TLS when
+    ``certfile`` (cert + key) is given."""
 
     async def main() -> None:
         ctx = None
@@ -52,7 +54,7 @@ def serve(certfile: str) -> None:
             ctx.load_cert_chain(certfile)
         server = fastrpc.Server(ssl=ctx)
         server.register(Bench())
-        print(await server.start("tcp://127.0.0.1:0"), flush=True)
+        print("READY", await server.start(f"tcp://127.0.0.1:{port}"), flush=True)
         await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
         await server.shutdown(grace=0)
 
@@ -100,9 +102,10 @@ def main(argv: Any = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="short rounds (CI smoke run)")
     ap.add_argument("--serve", help=argparse.SUPPRESS)
+    ap.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.serve is not None:
-        serve(args.serve)
+        serve(args.serve, args.port)
         return 0
     try:
         import trustme
@@ -117,13 +120,12 @@ def main(argv: Any = None) -> int:
     cert.private_key_and_cert_chain_pem.write_to_path(pem)
     client_ctx = ssl.create_default_context()
     ca.configure_trust(client_ctx)
-    procs = []
+    procs: List[Running] = []
     try:
         addresses = {}
         for name, certfile in (("plain", ""), ("tls", pem)):
-            proc = subprocess.Popen([sys.executable, "-m", "benchmarks.tls", "--serve", certfile], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-            procs.append(proc)
-            addresses[name] = proc.stdout.readline().strip()
+            procs.append(Running(Server(name, _py("benchmarks.tls", "--serve", certfile))))
+            addresses[name] = procs[-1].address
         loop = uvloop.new_event_loop() if uvloop is not None else asyncio.new_event_loop()
         asyncio.set_event_loop(loop)
         syncs = {name: fastrpc.Client(addr, ssl=client_ctx if name == "tls" else None) for name, addr in addresses.items()}
@@ -144,13 +146,7 @@ def main(argv: Any = None) -> int:
         loop.close()
     finally:
         for proc in procs:
-            proc.stdin.close()
-        for proc in procs:
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:  # pragma: no cover
-                proc.kill()
-                proc.wait()
+            proc.stop()
         shutil.rmtree(tmp, ignore_errors=True)
     print(f"TLS cost per call ({fastrpc.IMPLEMENTATION} build, {ssl.OPENSSL_VERSION}; {rounds} alternating rounds of {seconds}s)")
     print(f"{'workload':<34}{'plain':>14}{'TLS':>14}{'TLS / plain':>14}")

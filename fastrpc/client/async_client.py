@@ -13,11 +13,11 @@ from ..core.context import _current, serving
 from ..errors import RpcError
 from ..middleware import Middleware, OutgoingCall, compose
 from ..transport.address import Address
-from .calls import UNSET, Proxy, call_options, inherited, no_call_options, remaining
+from .calls import UNSET, Policies, Proxy, call_options, inherited, no_call_options, remaining
 from .endpoint import Endpoint
 from .options import ClientOptions
-from .hedge import HedgePolicy, HedgeStats, LatencyTracker, hedged_call
-from .retry import NotSent, RetryBudget, RetryPolicy, call_with_retries
+from .hedge import HedgePolicy, hedged_call
+from .retry import NotSent, RetryPolicy, call_with_retries
 
 __all__ = ["AsyncClient", "connect"]
 
@@ -63,16 +63,11 @@ class AsyncClient:
         # The user's Backoff object itself (not a copy): one endpoint.
         self._endpoint = Endpoint(address, self.options, backoff=self.options.backoff, metrics=metrics)
         self._chain: Optional[Callable[[OutgoingCall], Any]] = None
-        self._retry = retry
-        self._budget: Optional[RetryBudget] = None
-        if retry is not None and retry.budget is not None:
-            self._budget = retry.budget.fresh()
-        self._hedge: Dict[str, HedgePolicy] = dict(hedge or {})
-        self._latency: Dict[str, LatencyTracker] = {}
+        self._policies = Policies(retry, hedge)
         #: what hedging did on this client
-        self.hedge_stats = HedgeStats()
+        self.hedge_stats = self._policies.stats
         middleware = ([metrics] if metrics is not None else []) + list(middleware or ())
-        if middleware or retry is not None or self._hedge:
+        if middleware or self._policies.configured:
             self._chain, _ = compose(middleware, self._send, True)
 
     @property
@@ -164,8 +159,8 @@ class AsyncClient:
         # where the call is made (a task that awaits it may run later).
         timeout, metadata, _ = inherited(self.options.inherit, p.call_slot if p is not None else _LOOKUP, timeout, metadata)
         if self._chain is not None:
-            hedge_policy = self._hedge.get(method) if self._hedge else None
-            return self._chain(OutgoingCall(method, args, kwargs or None, metadata, timeout, self._endpoint.address, "call", self._retry, hedge_policy))
+            retry_policy, hedge_policy = self._policies.resolve(method)
+            return self._chain(OutgoingCall(method, args, kwargs or None, metadata, timeout, self._endpoint.address, "call", retry_policy, hedge_policy))
         if p is not None:
             return p.call(method, args, kwargs or None, timeout, metadata)
         return self._call_connecting(method, args, kwargs or None, timeout, metadata)
@@ -176,32 +171,20 @@ class AsyncClient:
         # A call with a retry or hedging policy of its own.
         p = self._endpoint.connection
         timeout, metadata, _ = inherited(self.options.inherit, p.call_slot if p is not None else _LOOKUP, timeout, metadata)
+        retry, hedge = self._policies.resolve(method, retry, hedge)
         call = OutgoingCall(
-            method,
-            args,
-            kwargs or None,
-            metadata,
-            timeout,
-            self._endpoint.address,
-            "call",
-            self._retry if retry is UNSET else retry,
-            self._hedge.get(method) if hedge is UNSET else hedge,
-            compress is UNSET or bool(compress),
+            method, args, kwargs or None, metadata, timeout, self._endpoint.address, "call", retry, hedge, compress is UNSET or bool(compress)
         )
         return self._chain(call) if self._chain is not None else self._send(call)
 
     def _send(self, call: OutgoingCall) -> Awaitable[Any]:
         # The end of the middleware chain: the call itself (its coroutine,
         # with no coroutine of ours around it when connected).
+        policies = self._policies
         if call.hedge is not None and call.kind == "call":
-            tracker = self._latency.get(call.method)
-            if tracker is None and call.hedge.quantile is not None:
-                tracker = self._latency[call.method] = LatencyTracker()
-            return hedged_call(call, call.hedge, self._hedge_pick, tracker, self.hedge_stats)
+            return hedged_call(call, call.hedge, self._hedge_pick, policies.tracker(call.method, call.hedge), policies.stats)
         if call.retry is not None and call.kind == "call":
-            if self._budget is None and call.retry.budget is not None:
-                self._budget = call.retry.budget.fresh()
-            return call_with_retries(call, self._budget, self._retry_connect)
+            return call_with_retries(call, policies.budget(call.retry), self._retry_connect)
         if not call.compress and call.kind == "call":
             return self._send_uncompressed(call)
         p = self._endpoint.connection

@@ -9,8 +9,10 @@ import time
 from typing import Any, Callable, Dict, Optional, Tuple
 
 from ..core.context import inherit, parent_call, serving
+from .hedge import HedgePolicy, HedgeStats, LatencyTracker
+from .retry import RetryBudget, RetryPolicy
 
-__all__ = ["Proxy", "inherited", "remaining"]
+__all__ = ["Policies", "Proxy", "inherited", "remaining"]
 
 #: "no timeout given": the client's default applies (``None`` means none)
 UNSET: Any = object()
@@ -34,6 +36,50 @@ def call_options(kwargs: Dict[str, Any]) -> "Tuple[Any, Any, Any]":
     """``(retry, hedge, compress)`` taken out of a call's keyword arguments
     (UNSET for each not given)."""
     return kwargs.pop("retry", UNSET), kwargs.pop("hedge", UNSET), kwargs.pop("compress", UNSET)
+
+
+class Policies:
+    """A client's retry and hedging: its defaults (``retry``, ``hedge`` per
+    method) and the state they keep per client (the retry budget, each
+    hedged method's latencies, :attr:`stats`).  Every client holds one."""
+
+    __slots__ = ("retry", "hedge", "configured", "stats", "_budget", "_latency")
+
+    def __init__(self, retry: Optional[RetryPolicy], hedge: Optional[Dict[str, HedgePolicy]]) -> None:
+        self.retry = retry
+        self.hedge: Dict[str, HedgePolicy] = dict(hedge or {})
+        #: whether calls need the policy-aware path at all
+        self.configured = retry is not None or bool(self.hedge)
+        #: what hedging did on this client
+        self.stats = HedgeStats()
+        # A copy of the client policy's budget: a policy shared by clients
+        # does not share its bucket.
+        self._budget: Optional[RetryBudget] = retry.budget.fresh() if retry is not None and retry.budget is not None else None
+        self._latency: Dict[str, LatencyTracker] = {}
+
+    def resolve(self, method: str, retry: Any = UNSET, hedge: Any = UNSET) -> "Tuple[Any, Any]":
+        """The ``(retry, hedge)`` policies a call of ``method`` is made
+        with: the call's own where given (UNSET: not given), else this
+        client's."""
+        return (
+            self.retry if retry is UNSET else retry,
+            (self.hedge.get(method) if self.hedge else None) if hedge is UNSET else hedge,
+        )
+
+    def budget(self, policy: RetryPolicy) -> Optional[RetryBudget]:
+        """This client's retry budget (made from ``policy``'s the first
+        time when the client has no policy of its own)."""
+        if self._budget is None and policy.budget is not None:
+            self._budget = policy.budget.fresh()
+        return self._budget
+
+    def tracker(self, method: str, policy: HedgePolicy) -> Optional[LatencyTracker]:
+        """``method``'s recent latencies, when ``policy``'s delay is a
+        percentile of them."""
+        tracker = self._latency.get(method)
+        if tracker is None and policy.quantile is not None:
+            tracker = self._latency[method] = LatencyTracker()
+        return tracker
 
 
 class Proxy:

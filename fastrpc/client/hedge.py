@@ -259,7 +259,6 @@ async def hedged_call(
             finally:
                 if hedge_timer is not None:
                     hedge_timer.cancel()
-            start_next = True
             for attempt in [a for a in running if a.fut.done()]:
                 running.remove(attempt)
                 attempt.settle()
@@ -280,7 +279,8 @@ async def hedged_call(
                 if not isinstance(exc, RpcError) or int(exc.code) not in policy.retryable_codes:
                     raise exc  # fatal: the call ends with it
                 last_error = exc
-            if start_next and launched < attempts and (deadline is None or time.monotonic() < deadline):
+            # Woken by the timer or by a failed attempt: the next one, if any.
+            if launched < attempts and (deadline is None or time.monotonic() < deadline):
                 if not stats.take(policy):
                     attempts = launched  # over budget: this call waits for what it sent
                     continue

@@ -10,7 +10,7 @@ import copy
 import logging
 import random
 import ssl as _ssl
-from typing import Any, Dict, Mapping, Optional, Tuple
+from typing import Any, Dict, Mapping, Optional
 
 from ..errors import FastRPCError, FrameError, Unavailable
 from ..transport.address import Address

@@ -16,11 +16,11 @@ from ..core.context import _current, serving
 from ..errors import NotProcessed, Unavailable
 from ..middleware import Middleware, OutgoingCall, compose
 from ..transport.address import Address
-from .calls import UNSET, Proxy, call_options, inherited, remaining
+from .calls import UNSET, Policies, Proxy, call_options, inherited, remaining
 from .endpoint import Endpoint, EndpointState, Picker, RoundRobinPicker
 from .options import Backoff, ClientOptions
-from .hedge import HedgePolicy, HedgeStats, LatencyTracker, hedged_call
-from .retry import NotSent, RetryBudget, RetryPolicy, call_with_retries
+from .hedge import HedgePolicy, hedged_call
+from .retry import NotSent, RetryPolicy, call_with_retries
 
 __all__ = ["Pool"]
 
@@ -94,16 +94,11 @@ class Pool:
             ep.subscribe(self._rebuild)
         self._picker: Picker = picker([])
         self._chain: Optional[Callable[[OutgoingCall], Any]] = None
-        self._retry = retry
-        self._budget: Optional[RetryBudget] = None
-        if retry is not None and retry.budget is not None:
-            self._budget = retry.budget.fresh()
-        self._hedge: Dict[str, HedgePolicy] = dict(hedge or {})
-        self._latency: Dict[str, LatencyTracker] = {}
+        self._policies = Policies(retry, hedge)
         #: what hedging did on this pool
-        self.hedge_stats = HedgeStats()
+        self.hedge_stats = self._policies.stats
         middleware = ([metrics] if metrics is not None else []) + list(middleware or ())
-        if middleware or retry is not None or self._hedge:
+        if middleware or self._policies.configured:
             self._chain, _ = compose(middleware, self._send, True)
         self._started = False
         self._closed = False
@@ -161,17 +156,9 @@ class Pool:
         if kwargs and ("retry" in kwargs or "hedge" in kwargs or "compress" in kwargs):
             retry, hedge, compress = call_options(kwargs)
             timeout, metadata, _ = inherited(self.options.inherit, _LOOKUP, timeout, metadata)
+            retry, hedge = self._policies.resolve(method, retry, hedge)
             call = OutgoingCall(
-                method,
-                args,
-                kwargs or None,
-                metadata,
-                timeout,
-                self.endpoints[0].address,
-                "call",
-                self._retry if retry is UNSET else retry,
-                self._hedge.get(method) if hedge is UNSET else hedge,
-                compress is UNSET or bool(compress),
+                method, args, kwargs or None, metadata, timeout, self.endpoints[0].address, "call", retry, hedge, compress is UNSET or bool(compress)
             )
             return self._chain(call) if self._chain is not None else self._send(call)
         if self._chain is None:
@@ -183,8 +170,8 @@ class Pool:
                     return p.call(method, args, kwargs or None, timeout, metadata)
         timeout, metadata, _ = inherited(self.options.inherit, _LOOKUP, timeout, metadata)
         if self._chain is not None:
-            hedge_policy = self._hedge.get(method) if self._hedge else None
-            return self._chain(OutgoingCall(method, args, kwargs or None, metadata, timeout, self.endpoints[0].address, "call", self._retry, hedge_policy))
+            retry_policy, hedge_policy = self._policies.resolve(method)
+            return self._chain(OutgoingCall(method, args, kwargs or None, metadata, timeout, self.endpoints[0].address, "call", retry_policy, hedge_policy))
         if p is not None:
             return p.call(method, args, kwargs or None, timeout, metadata)
         return self._unavailable()
@@ -192,15 +179,12 @@ class Pool:
     def _send(self, call: OutgoingCall) -> Awaitable[Any]:
         # The end of the middleware chain: the call itself, on the endpoint
         # the picker chooses now.
+        policies = self._policies
         if call.hedge is not None and call.kind == "call":
-            tracker = self._latency.get(call.method)
-            if tracker is None and call.hedge.quantile is not None:
-                tracker = self._latency[call.method] = LatencyTracker()
-            return hedged_call(call, call.hedge, lambda used: self._hedge_pick(call.method, used), tracker, self.hedge_stats)
+            pick = lambda used: self._hedge_pick(call.method, used)  # noqa: E731
+            return hedged_call(call, call.hedge, pick, policies.tracker(call.method, call.hedge), policies.stats)
         if call.retry is not None:
-            if self._budget is None and call.retry.budget is not None:
-                self._budget = call.retry.budget.fresh()
-            return call_with_retries(call, self._budget, lambda previous: self._retry_connect(call.method, previous))
+            return call_with_retries(call, policies.budget(call.retry), lambda previous: self._retry_connect(call.method, previous))
         ep = self._picker.pick(call.method)
         p = ep.connection if ep is not None else None
         if p is None:

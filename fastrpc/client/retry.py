@@ -39,7 +39,7 @@ import threading
 import time
 from typing import Any, Awaitable, Callable, Iterable, Optional
 
-from ..errors import DeadlineExceeded, NotProcessed, RpcError, StatusCode
+from ..errors import DeadlineExceeded, NotProcessed, RpcError, StatusCode, code_name
 
 __all__ = ["PUSHBACK", "RetryBudget", "RetryPolicy"]
 
@@ -211,15 +211,12 @@ class Retrier:
         if self.deadline is not None and now + wait >= self.deadline:
             exc = DeadlineExceeded(
                 f"{error.message} (retry {self.attempts} of {policy.max_attempts - 1} would start after the deadline)",
-                {"attempts": self.attempts, "last_code": StatusCode(code).name if code in _CODES else code},
+                {"attempts": self.attempts, "last_code": code_name(code)},
             )
             exc.__cause__ = error
             raise exc
         self.attempts += 1
         return wait
-
-
-_CODES = frozenset(int(c) for c in StatusCode)
 
 
 async def call_with_retries(call: Any, budget: Optional[RetryBudget], connect: Callable[[Any], Awaitable[Any]]) -> Any:

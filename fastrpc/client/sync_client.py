@@ -19,9 +19,9 @@ from ..errors import DeadlineExceeded, NotProcessed, RpcError, Unavailable
 from ..middleware import Middleware, OutgoingCall, compose
 from ..transport.address import Address, parse_address
 from ._sync import SyncConnection
-from .calls import UNSET, Proxy, call_options, inherited, no_call_options, remaining
+from .calls import UNSET, Policies, Proxy, call_options, inherited, no_call_options, remaining
 from .options import ClientOptions, Reconnect
-from .retry import Retrier, RetryBudget, RetryPolicy
+from .retry import Retrier, RetryPolicy
 
 __all__ = ["Client"]
 
@@ -72,12 +72,9 @@ class Client:
         self.options = ClientOptions.build(options, settings)
         self._chain: Optional[Callable[[OutgoingCall], Any]] = None
         self._metrics = metrics
-        self._retry = retry
-        self._budget: Optional[RetryBudget] = None
-        if retry is not None and retry.budget is not None:
-            self._budget = retry.budget.fresh()
+        self._policies = Policies(retry, None)
         middleware = ([metrics] if metrics is not None else []) + list(middleware or ())
-        if middleware or retry is not None:
+        if middleware or self._policies.configured:
             chain, is_async = compose(middleware, self._send, False)
             if is_async:
                 raise TypeError("the blocking Client runs sync middleware only (def mw(call, call_next))")
@@ -188,7 +185,7 @@ class Client:
                 timeout,
                 self.address,
                 "call",
-                self._retry if retry is UNSET else retry,
+                self._policies.resolve(method, retry)[0],
                 None,
                 compress is UNSET or bool(compress),
             )
@@ -216,9 +213,7 @@ class Client:
 
     def _call_retrying(self, call: OutgoingCall, metadata: Any, parent: Any) -> Any:
         # The retry loop (see client/retry.py), blocking.
-        if self._budget is None and call.retry.budget is not None:
-            self._budget = call.retry.budget.fresh()
-        retrier = Retrier(call.retry, self._budget, call.deadline)
+        retrier = Retrier(call.retry, self._policies.budget(call.retry), call.deadline)
         method, args, kwargs, deadline = call.method, call.args, call.kwargs, retrier.deadline
         plain = parent is None or parent._call is None
         while True:

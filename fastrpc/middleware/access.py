@@ -22,13 +22,12 @@ import logging
 import time
 from typing import Any, Callable, Optional
 
-from ..errors import StatusCode
+from ..errors import code_name
 from ..transport.address import peer_text
 from . import observe
 
 __all__ = ["AccessLog"]
 
-_CODE_NAMES = {int(c): c.name for c in StatusCode}
 _perf = time.perf_counter
 
 
@@ -52,7 +51,7 @@ class AccessLog:
 
     def _done(self, call: Any, start: float, code: int) -> None:
         ms = (_perf() - start) * 1e3
-        name = _CODE_NAMES.get(code) or str(code)
+        name = code_name(code)
         peer = peer_text(call.peer)
         trace_id = _trace_id(call)
         logger = self.logger

@@ -40,7 +40,7 @@ import threading
 import time
 from typing import Any, Callable, Dict, Iterator, List, Sequence, Tuple
 
-from ..errors import StatusCode
+from ..errors import code_name
 from . import observe
 
 __all__ = ["BUCKETS", "ClientMetrics", "CountingSocket", "CountingTransport", "ServerMetrics"]
@@ -51,7 +51,6 @@ BUCKETS: Tuple[float, ...] = (
     0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 )
 
-_CODE_NAMES = {int(c): c.name for c in StatusCode}
 _perf = time.perf_counter
 
 
@@ -169,7 +168,7 @@ class _Metrics:
                     name: {
                         "started": s.started,
                         "in_flight": s.in_flight,
-                        "handled": {_CODE_NAMES.get(c, str(c)): n for c, n in s.handled.items()},
+                        "handled": {code_name(c): n for c, n in s.handled.items()},
                         "count": s.count,
                         "sum": s.total,
                         "buckets": list(s.buckets),
@@ -207,7 +206,7 @@ class _Metrics:
             started.add_metric([name], n_started)
             in_flight.add_metric([name], n_in_flight)
             for code, n in sorted(by_code.items()):
-                handled.add_metric([name, _CODE_NAMES.get(code, str(code))], n)
+                handled.add_metric([name, code_name(code)], n)
             cumulative, acc = [], 0
             for bound, n in zip(list(self.buckets) + [float("inf")], buckets):
                 acc += n

@@ -44,14 +44,13 @@ except ImportError as exc:  # pragma: no cover - the extra is not installed
         "fastrpc.middleware.otel needs opentelemetry-api: pip install fastrpc[otel]"
     ) from exc
 
-from ..errors import StatusCode as RpcStatus
+from ..errors import code_name
 from . import code_of
 
 __all__ = ["ClientSpans", "ServerSpans"]
 
 #: the instrumentation scope's name
 SCOPE = "fastrpc"
-_CODE_NAMES = {int(c): c.name for c in RpcStatus}
 
 
 def _split(method: str) -> "tuple[str, str]":
@@ -72,7 +71,7 @@ def _peer(peer: Any) -> "tuple[Optional[str], Optional[int]]":
 
 def _failed(span: Any, exc: BaseException) -> None:
     code = code_of(exc)
-    name = _CODE_NAMES.get(code, str(code))
+    name = code_name(code)
     span.set_attribute("rpc.fastrpc.status_code", code)
     span.set_attribute("error.type", name)
     span.record_exception(exc)
