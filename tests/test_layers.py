@@ -30,6 +30,7 @@ LAYERS: Dict[str, int] = {
     "_impl": 2,  # the one compiled-or-pure switch: imports wire and core
     "transport": 3,  # addresses, loops, asyncio glue, blocking sockets
     "middleware": 4,  # chains around calls, for both sides
+    "balancing": 4,  # instances, load, pickers and balancers (pure: no I/O)
     "server": 5,
     "client": 5,
     "discovery": 6,  # registries and what clients look up (above server and client)

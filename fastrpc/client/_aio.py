@@ -32,7 +32,7 @@ from ..transport.address import peer_text
 from ..transport.aio import BaseProtocol
 from .options import ClientOptions
 
-__all__ = ["ClientProtocol", "MeteredClientProtocol"]
+__all__ = ["ClientProtocol", "MeasuredClientProtocol", "MeteredClientProtocol", "tracked_protocol"]
 
 log = logging.getLogger("fastrpc.client")
 
@@ -286,3 +286,69 @@ class MeteredClientProtocol(ClientProtocol):
         self._metrics.received(len(data))
         ClientProtocol.data_received(self, data)
 
+
+
+class _Measured:
+    """Measures every call of a connection into its server's
+    :class:`~fastrpc.balancing.Load`: latency (for balancers that read it)
+    and outcome (for outlier detection).  Mixed into a connection class
+    only when the client's balancer or outlier detection wants it, so
+    other clients pay nothing."""
+
+    _loop: asyncio.AbstractEventLoop
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, options: ClientOptions, *, load: Any, report: Any = None, **kw: Any) -> None:
+        super().__init__(loop, options, **kw)  # type: ignore[call-arg]
+        self._load = load
+        self._report = report
+
+    def _measured(self, started: float, error: Optional[BaseException]) -> None:
+        seconds = self._loop.time() - started
+        if self._report is not None:
+            self._report(self._load, seconds, error)
+        else:
+            self._load.observe(seconds, error is None)
+
+    async def call(
+        self,
+        method: str,
+        args: Any,
+        kwargs: Optional[dict] = None,
+        timeout: Optional[float] = None,
+        metadata: Optional[dict] = None,
+        resend: bool = True,
+    ) -> Any:
+        started = self._loop.time()
+        try:
+            result = await super().call(method, args, kwargs, timeout, metadata, resend)  # type: ignore[misc]
+        except asyncio.CancelledError:
+            raise  # the caller gave up: says nothing about the server
+        except BaseException as exc:
+            self._measured(started, exc)
+            raise
+        self._measured(started, None)
+        return result
+
+    def start(self, method: str, args: Any, kwargs: Optional[dict], timeout: Optional[float], metadata: Optional[dict]) -> Any:
+        started = self._loop.time()
+        rid, fut, timer = super().start(method, args, kwargs, timeout, metadata)  # type: ignore[misc]
+
+        def done(f: asyncio.Future) -> None:
+            if not f.cancelled():  # abandoned (hedging's loser): not measured
+                self._measured(started, f.exception())
+
+        fut.add_done_callback(done)
+        return rid, fut, timer
+
+
+class MeasuredClientProtocol(_Measured, ClientProtocol):
+    """A connection whose calls are measured (see :class:`_Measured`)."""
+
+
+class MeasuredMeteredClientProtocol(_Measured, MeteredClientProtocol):
+    """A metered connection whose calls are measured."""
+
+
+def tracked_protocol(metered: bool) -> type:
+    """The connection class of a client that measures its calls."""
+    return MeasuredMeteredClientProtocol if metered else MeasuredClientProtocol

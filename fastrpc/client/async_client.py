@@ -15,6 +15,7 @@ from ..middleware import Middleware, OutgoingCall, compose
 from ..transport.address import Address
 from .calls import UNSET, Policies, Proxy, call_options, inherited, no_call_options, remaining
 from .endpoint import Endpoint
+from .target import is_target
 from .options import ClientOptions
 from .hedge import HedgePolicy, hedged_call
 from .retry import NotSent, RetryPolicy, call_with_retries
@@ -30,8 +31,15 @@ class AsyncClient:
         async with fastrpc.AsyncClient("127.0.0.1:1234") as client:
             print(await client.call("Arith.multiply", 7, 8))
 
+    Given a target instead of one address (a list of addresses,
+    ``dns:///NAME:PORT``, ``etcd://HOST:PORT/NAME``: see
+    :mod:`fastrpc.client.target`) it is a client over every server the
+    target names, with the same API, one connection per server and
+    ``balancer=``/``outlier=`` as for :class:`Pool`.
+
     Parameters:
-        address: ``host:port``, ``tcp://host:port`` or ``unix:/path``.
+        address: ``host:port``, ``tcp://host:port`` or ``unix:/path``; or a
+            target.
         options: a :class:`ClientOptions`; or give its fields as keyword
             arguments (``timeout``, ``connect_timeout``, ``max_frame_size``,
             ``backoff``, ``keepalive_interval``, ``keepalive_timeout``).
@@ -47,6 +55,13 @@ class AsyncClient:
             when single calls stall; a :class:`Pool` hedges to another
             server).
     """
+
+    def __new__(cls, address: Any = None, *args: Any, **kwargs: Any) -> "AsyncClient":
+        if cls is AsyncClient and is_target(address):
+            from .balanced import BalancedAsyncClient  # a target: many servers
+
+            return object.__new__(BalancedAsyncClient)
+        return object.__new__(cls)
 
     def __init__(
         self,

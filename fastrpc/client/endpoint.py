@@ -15,9 +15,10 @@ import asyncio
 import enum
 from typing import Any, Awaitable, Callable, Dict, List, Optional, Sequence
 
+from ..balancing.base import Instance, Load, Picker, RoundRobinPicker
 from ..errors import Unavailable
 from ..transport.address import Address, parse_address
-from ._aio import ClientProtocol, MeteredClientProtocol
+from ._aio import ClientProtocol, MeteredClientProtocol, tracked_protocol
 from .options import Backoff, ClientOptions, Reconnect
 
 __all__ = ["Endpoint", "EndpointState", "Picker", "RoundRobinPicker"]
@@ -67,6 +68,13 @@ class Endpoint:
             default: this endpoint, on a new connection.
         metrics: a :class:`~fastrpc.middleware.metrics.ClientMetrics` its
             connections count themselves and their bytes into.
+        instance: what a resolver said about this server (weight, version,
+            tags, metadata: balancers read them); default: weight 1.
+        load: the :class:`~fastrpc.balancing.Load` this endpoint's calls
+            are measured into (shared by every slot of one server); None:
+            calls are not measured.
+        report: ``report(load, seconds, error)`` after each measured call
+            (outlier detection); None: the load only.
     """
 
     def __init__(
@@ -77,8 +85,22 @@ class Endpoint:
         backoff: Optional[Backoff] = None,
         resend: Optional[Callable[..., Awaitable[Any]]] = None,
         metrics: Any = None,
+        instance: Optional[Instance] = None,
+        load: Optional[Load] = None,
+        report: Optional[Callable[[Load, float, Optional[BaseException]], None]] = None,
     ) -> None:
         self.address: Address = parse_address(address)
+        #: the server's address as a string: slots to one server share it
+        self.key = str(self.address)
+        self.instance = instance if instance is not None else Instance(self.key)
+        #: the server's weight, version, tags and metadata (from its instance)
+        self.weight = self.instance.weight
+        self.version = self.instance.version
+        self.tags = self.instance.tags
+        self.metadata = self.instance.metadata
+        #: what was measured about this server (None: calls are not measured)
+        self.load = load
+        self._report = report
         #: a ClientMetrics its connections count themselves and their bytes into
         self.metrics = metrics
         self.options = options if options is not None else ClientOptions()
@@ -119,6 +141,21 @@ class Endpoint:
         """The server's method table, from the last handshake."""
         p = self.connection
         return list(p.methods) if p is not None else []
+
+    @property
+    def in_flight(self) -> int:
+        """Calls waiting for an answer on the current connection."""
+        p = self.connection
+        return p.in_flight if p is not None else 0
+
+    def update(self, instance: Instance) -> None:
+        """Take a resolver's new word about this server (weight, version,
+        tags, metadata); the owner rebuilds its picker after."""
+        self.instance = instance
+        self.weight = instance.weight
+        self.version = instance.version
+        self.tags = instance.tags
+        self.metadata = instance.metadata
 
     def subscribe(self, listener: Listener) -> Callable[[], None]:
         """Call ``listener(endpoint)`` after every state change; returns a
@@ -168,9 +205,16 @@ class Endpoint:
         try:
 
             def factory() -> ClientProtocol:
+                kw: Dict[str, Any] = {"on_change": self._on_change, "resend": self._resend}
+                if self.load is not None:
+                    cls = tracked_protocol(self.metrics is not None)
+                    kw.update(load=self.load, report=self._report)
+                    if self.metrics is not None:
+                        kw["metrics"] = self.metrics
+                    return cls(loop, options, **kw)
                 if self.metrics is not None:
-                    return MeteredClientProtocol(loop, options, metrics=self.metrics, on_change=self._on_change, resend=self._resend)
-                return ClientProtocol(loop, options, on_change=self._on_change, resend=self._resend)
+                    return MeteredClientProtocol(loop, options, metrics=self.metrics, **kw)
+                return ClientProtocol(loop, options, **kw)
 
             tls = options.tls_for(addr)
             extra: Dict[str, Any] = {}
@@ -262,6 +306,22 @@ class Endpoint:
 
     # -- the end -----------------------------------------------------------------------
 
+    async def retire(self) -> None:
+        """Close for good, gently: no new calls, no reconnecting; calls in
+        flight still get their answers, then the connection closes (a
+        server a resolver no longer lists)."""
+        p, self.connection = self.connection, None
+        if p is not None and p.is_open:
+            self._retired.add(p)
+            p.close_when_idle()
+        self._set_state(EndpointState.SHUTDOWN)
+        if self._connecting is not None:
+            self._connecting.cancel()
+        task, self._supervisor = self._supervisor, None
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
     async def close(self) -> None:
         """Close for good: the connection (calls in flight fail with
         UNAVAILABLE), connections still draining, the background task."""
@@ -278,36 +338,3 @@ class Endpoint:
         if task is not None:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
-
-
-class Picker:
-    """Chooses the endpoint for each call, among ready ones.
-
-    A picker is built from the endpoints that are ready when it is made,
-    and replaced (not updated) when any endpoint's state changes, so
-    :meth:`pick` needs no locking and never waits.  Subclass it for other
-    policies; the constructor takes the ready endpoints.
-    """
-
-    def __init__(self, ready: Sequence[Endpoint]) -> None:
-        self.ready: List[Endpoint] = list(ready)
-
-    def pick(self, method: str) -> Optional[Endpoint]:
-        """The endpoint for a call of ``method`` (None: none is ready)."""
-        raise NotImplementedError
-
-
-class RoundRobinPicker(Picker):
-    """Each ready endpoint in turn."""
-
-    def __init__(self, ready: Sequence[Endpoint]) -> None:
-        super().__init__(ready)
-        self._next = 0
-
-    def pick(self, method: str) -> Optional[Endpoint]:
-        ready = self.ready
-        if not ready:
-            return None
-        i = self._next
-        self._next = i + 1 if i + 1 < len(ready) else 0
-        return ready[i]

@@ -22,6 +22,7 @@ from ._sync import SyncConnection
 from .calls import UNSET, Policies, Proxy, call_options, inherited, no_call_options, remaining
 from .options import ClientOptions, Reconnect
 from .retry import Retrier, RetryPolicy
+from .target import is_target
 
 __all__ = ["Client"]
 
@@ -33,8 +34,15 @@ class Client:
     pipelined on one connection.  The connection is opened by the
     constructor and reopened on demand (with backoff) after it is lost.
 
+    Given a target instead of one address (a list of addresses,
+    ``dns:///NAME:PORT``, ``etcd://HOST:PORT/NAME``: see
+    :mod:`fastrpc.client.target`) it is a client over every server the
+    target names, with the same API and ``balancer=``/``outlier=`` as for
+    :class:`Pool` (:class:`~fastrpc.client.balanced.BalancedClient`).
+
     Parameters:
-        address: ``host:port``, ``tcp://host:port`` or ``unix:/path``.
+        address: ``host:port``, ``tcp://host:port`` or ``unix:/path``; or a
+            target.
         lazy: do not connect in the constructor.
         options: a :class:`ClientOptions`; or give its fields as keyword
             arguments (``timeout``, ``connect_timeout``, ``max_frame_size``,
@@ -57,6 +65,13 @@ class Client:
     ``keepalive_interval``.  With keepalive every read has a timeout (a
     poll() before each recv()), so a call costs a syscall more.
     """
+
+    def __new__(cls, address: Any = None, *args: Any, **kwargs: Any) -> "Client":
+        if cls is Client and is_target(address):
+            from .balanced import BalancedClient  # a target: many servers
+
+            return object.__new__(BalancedClient)
+        return object.__new__(cls)
 
     def __init__(
         self,

@@ -33,11 +33,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
+from ..balancing.base import Instance
+from ..client.target import Resolver
+from ..errors import Unavailable
 from .record import DEFAULT_PREFIX, ServiceRecord
 
-__all__ = ["EtcdRegistry", "parse_etcd_url"]
+__all__ = ["EtcdRegistry", "EtcdResolver", "parse_etcd_url"]
 
 log = logging.getLogger("fastrpc.discovery")
 
@@ -204,3 +207,147 @@ class EtcdRegistry:
             except ValueError as exc:
                 log.warning("skipping %r: %s", kv.key, exc)
         return out
+
+
+def _instance(record: ServiceRecord) -> Instance:
+    return Instance(record.address, record.weight, record.version, record.tags, record.metadata)
+
+
+class EtcdResolver(Resolver):
+    """The instances registered in etcd under a name, watched live: the
+    resolver of ``etcd://HOST:PORT/NAME`` targets.
+
+    :meth:`start` reads the records (raising
+    :class:`~fastrpc.Unavailable` when etcd cannot be read: nothing is
+    known), then watches the prefix from the revision it read, so that no
+    change between the read and the watch is missed, and calls ``update``
+    with the whole set after every change.  When etcd becomes unreachable
+    (or the watch breaks) the client keeps its last set, a warning is
+    logged once, and the resolver reads and watches again every
+    ``retry`` seconds until etcd is back (an etcd restarted empty gives the
+    records servers register again).
+
+    Parameters:
+        target: ``etcd://host:port/name``.
+        prefix: where records live (as for :class:`EtcdRegistry`).
+        timeout: seconds each etcd request may take.
+        retry: seconds between attempts while etcd is unreachable.
+    """
+
+    def __init__(self, target: str, *, prefix: str = DEFAULT_PREFIX, timeout: float = 5.0, retry: float = 1.0) -> None:
+        host, port, name = parse_etcd_url(target)
+        if not name:
+            raise ValueError(f"{target}: an etcd target names a service: etcd://host:port/NAME")
+        try:
+            import aetcd
+        except ImportError as exc:  # pragma: no cover - the extra is not installed
+            raise ImportError("etcd:// targets need aetcd: pip install fastrpc[etcd]") from exc
+        self._aetcd = aetcd
+        self.host, self.port, self.name = host, port, name
+        self.prefix = prefix.rstrip("/")
+        self.timeout = timeout
+        self.retry = retry
+        self._client: Any = None
+        self._task: Optional["asyncio.Task[None]"] = None
+        self._records: Dict[bytes, ServiceRecord] = {}
+        self._last: List[Instance] = []
+
+    def __repr__(self) -> str:
+        return f"<EtcdResolver etcd://{self.host}:{self.port}/{self.name}>"
+
+    @property
+    def _key_prefix(self) -> bytes:
+        return f"{self.prefix}/{self.name}/".encode()
+
+    async def _read(self) -> int:
+        # Every record now; returns the revision read at.
+        if self._client is None:
+            client = self._aetcd.Client(self.host, self.port, timeout=int(self.timeout) or 1)
+            await asyncio.wait_for(client.connect(), self.timeout)
+            self._client = client
+        got = await asyncio.wait_for(self._client.get_prefix(self._key_prefix), self.timeout)
+        records: Dict[bytes, ServiceRecord] = {}
+        for kv in got:
+            rec = self._parse(kv.key, kv.value)
+            if rec is not None:
+                records[kv.key] = rec
+        self._records = records
+        return int(got.header.revision)
+
+    @staticmethod
+    def _parse(key: bytes, value: bytes) -> Optional[ServiceRecord]:
+        try:
+            return ServiceRecord.from_json(value)
+        except ValueError as exc:
+            log.warning("skipping %r: %s", key, exc)
+            return None
+
+    def _current(self) -> List[Instance]:
+        return sorted((_instance(r) for r in self._records.values()), key=lambda i: i.address)
+
+    async def start(self, update: Callable[[List[Instance]], None]) -> List[Instance]:
+        try:
+            revision = await self._read()
+        except Exception as exc:  # noqa: BLE001 - nothing known: the caller cannot start
+            await self._drop_client()
+            raise Unavailable(f"cannot read {self.name!r} from etcd at {self.host}:{self.port}: {exc}") from exc
+        self._last = self._current()
+        if not self._last:
+            log.warning("etcd at %s:%s lists no instance of %r (yet)", self.host, self.port, self.name)
+        self._task = asyncio.ensure_future(self._watch(update, revision))
+        return list(self._last)
+
+    def _changed(self, update: Callable[[List[Instance]], None]) -> None:
+        now = self._current()
+        if now != self._last:
+            self._last = now
+            update(list(now))
+
+    async def _watch(self, update: Callable[[List[Instance]], None], revision: int) -> None:
+        broken = False
+        while True:
+            try:
+                if broken:
+                    revision = await self._read()
+                    log.info("etcd at %s:%s reachable again: %d instances of %r", self.host, self.port, len(self._records), self.name)
+                    broken = False
+                    self._changed(update)
+                watch = await asyncio.wait_for(self._client.watch_prefix(self._key_prefix, start_revision=revision + 1), self.timeout)
+                async for event in watch:
+                    key = event.kv.key
+                    if event.kind == "PUT":
+                        rec = self._parse(key, event.kv.value)
+                        if rec is None:
+                            continue
+                        self._records[key] = rec
+                    else:
+                        self._records.pop(key, None)
+                    revision = max(revision, int(event.kv.mod_revision))
+                    self._changed(update)
+                raise ConnectionError("the watch ended")
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - keep the last set and retry
+                if not broken:
+                    log.warning(
+                        "etcd at %s:%s unreachable (%s); keeping the last %d instances of %r, retrying every %ss",
+                        self.host, self.port, exc, len(self._last), self.name, self.retry,
+                    )
+                    broken = True
+                await self._drop_client()
+                await asyncio.sleep(self.retry)
+
+    async def _drop_client(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            try:
+                await client.close()
+            except Exception:  # noqa: BLE001 - closing anyway
+                pass
+
+    async def close(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        await self._drop_client()

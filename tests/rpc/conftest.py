@@ -13,6 +13,7 @@ from typing import Any, Awaitable, Callable, Optional
 
 import pytest
 
+from etcd_support import etcd  # noqa: F401 - the fixture of a real etcd
 from rpc_support import ClientKind, ServerProcess, free_port
 
 LOOPS = ["asyncio"]

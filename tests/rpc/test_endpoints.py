@@ -102,7 +102,7 @@ class Recording(Picker):
         super().__init__(ready)
         Recording.built.append(list(ready))
 
-    def pick(self, method: str) -> Optional[Endpoint]:
+    def pick(self, method: str, args: Any = (), kwargs: Any = None, metadata: Any = None) -> Optional[Endpoint]:
         return self.ready[-1] if self.ready else None
 
 
