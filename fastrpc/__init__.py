@@ -30,7 +30,8 @@ from .client import (
 )
 from .core.context import CallContext, current_call, detached
 from .server import Server, blocking, idempotent
-from . import discovery  # noqa: F401 - registers the etcd:// registry scheme
+from . import balancing  # noqa: F401 - fastrpc.balancing: balancers, routes, outlier detection
+from . import discovery  # noqa: F401 - registers the etcd:// registry and the dns:// and etcd:// target schemes
 
 __version__ = "0.1.0"
 

@@ -18,16 +18,30 @@ The endpoints a picker sees are duck-typed; each has:
   filled only when the balancer sets :attr:`Balancer.feedback` (or outlier
   detection is on): otherwise nothing is measured and calls cost nothing
   more;
-* ``in_flight``: calls waiting for an answer on its connection now.
+* ``in_flight``: calls waiting for an answer on its connection now;
+* optionally ``in_flight_counter()``: a function of no arguments that
+  returns ``in_flight``, valid for the life of the picker it is given to
+  (pickers on every call's path call it rather than read the property:
+  :func:`in_flight_counter`).
 """
 
 from __future__ import annotations
 
 import math
 import time
-from typing import Any, Dict, List, Mapping, Optional, Sequence
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
-__all__ = ["Balancer", "Instance", "Load", "Picker", "RoundRobin", "RoundRobinPicker"]
+__all__ = ["Balancer", "Instance", "Load", "Picker", "RoundRobin", "RoundRobinPicker", "in_flight_counter"]
+
+
+def in_flight_counter(endpoint: Any) -> Callable[[], int]:
+    """A function of no arguments returning ``endpoint``'s calls in flight:
+    its own ``in_flight_counter()`` where it has one, else one that reads
+    its ``in_flight``."""
+    own = getattr(endpoint, "in_flight_counter", None)
+    if own is not None:
+        return own()  # type: ignore[no-any-return]
+    return lambda: endpoint.in_flight  # type: ignore[no-any-return]
 
 
 class Instance:
@@ -193,15 +207,21 @@ class Balancer:
     One balancer object serves one client for its lifetime, so it may keep
     state across pickers (a hash ring's points, say).  Subclass it and
     override :meth:`picker`; set :attr:`feedback` to have the client
-    measure every call's latency and outcome into each endpoint's
-    :class:`Load` (a few hundred nanoseconds per call, paid only by
-    balancers that read it).
+    measure calls' latency and outcome into each endpoint's :class:`Load`
+    (every call, or samples: :attr:`measure_every`; about a microsecond
+    per measured call, paid only by clients whose balancer reads it).
     """
 
     #: the name ``Pool(balancer=...)`` knows it by
     name = ""
     #: whether pickers read ``endpoint.load`` (the client then measures calls)
     feedback = False
+    #: with :attr:`feedback`: measure at most one call per ``measure_every``
+    #: seconds on each connection (0: every call).  Latency moves slowly
+    #: next to call rates, and calls between samples cost nothing more.
+    #: Outlier detection, which counts every failure, has every call
+    #: measured whatever this says.
+    measure_every = 0.0
 
     def picker(self, ready: Sequence[Any]) -> Picker:
         """A picker over ``ready`` (possibly empty)."""

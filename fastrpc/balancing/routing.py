@@ -174,6 +174,7 @@ class Routes(Balancer):
         # that round robin positions, hash caches and the like stay apart
         self._inner: list[Balancer] = [first] + [self._fresh(make_balancer, balancer) for _ in self.routes]
         self.feedback = first.feedback
+        self.measure_every = first.measure_every
         self._random = random.Random(seed).random
 
     def _fresh(self, make: Any, spec: Any) -> Balancer:

@@ -289,18 +289,27 @@ class MeteredClientProtocol(ClientProtocol):
 
 
 class _Measured:
-    """Measures every call of a connection into its server's
+    """Measures calls of a connection into its server's
     :class:`~fastrpc.balancing.Load`: latency (for balancers that read it)
     and outcome (for outlier detection).  Mixed into a connection class
     only when the client's balancer or outlier detection wants it, so
-    other clients pay nothing."""
+    other clients pay nothing.
+
+    With ``every`` > 0 only samples are measured: one call, then none for
+    ``every`` seconds.  Between samples ``self.call`` is the core's own
+    method (an instance attribute over the class's), so those calls cost
+    nothing more; a timer puts the measuring method back."""
 
     _loop: asyncio.AbstractEventLoop
+    _transport: Any
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, options: ClientOptions, *, load: Any, report: Any = None, **kw: Any) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, options: ClientOptions, *, load: Any, report: Any = None, every: float = 0.0, **kw: Any) -> None:
         super().__init__(loop, options, **kw)  # type: ignore[call-arg]
         self._load = load
         self._report = report
+        self._every = every
+        self._core_call = super().call  # type: ignore[misc]
+        self.call = self._call_sampled if every > 0 else self._call_measured  # type: ignore[method-assign]
 
     def _measured(self, started: float, error: Optional[BaseException]) -> None:
         seconds = self._loop.time() - started
@@ -309,18 +318,20 @@ class _Measured:
         else:
             self._load.observe(seconds, error is None)
 
-    async def call(
-        self,
-        method: str,
-        args: Any,
-        kwargs: Optional[dict] = None,
-        timeout: Optional[float] = None,
-        metadata: Optional[dict] = None,
-        resend: bool = True,
-    ) -> Any:
+    def _call_sampled(self, method: str, args: Any, kwargs: Any = None, timeout: Any = None, metadata: Any = None, resend: bool = True) -> Any:
+        # This call is the sample; the next ones, for ``every`` seconds, are not.
+        self.call = self._core_call  # type: ignore[method-assign]
+        self._loop.call_later(self._every, self._rearm)
+        return self._call_measured(method, args, kwargs, timeout, metadata, resend)
+
+    def _rearm(self) -> None:
+        if self._transport is not None:
+            self.call = self._call_sampled  # type: ignore[method-assign]
+
+    async def _call_measured(self, method: str, args: Any, kwargs: Any = None, timeout: Any = None, metadata: Any = None, resend: bool = True) -> Any:
         started = self._loop.time()
         try:
-            result = await super().call(method, args, kwargs, timeout, metadata, resend)  # type: ignore[misc]
+            result = await self._core_call(method, args, kwargs, timeout, metadata, resend)
         except asyncio.CancelledError:
             raise  # the caller gave up: says nothing about the server
         except BaseException as exc:

@@ -48,6 +48,10 @@ class EndpointState(enum.Enum):
 Listener = Callable[["Endpoint"], None]
 
 
+def _zero() -> int:
+    return 0
+
+
 class Endpoint:
     """One server address, its connection and its state.
 
@@ -75,6 +79,7 @@ class Endpoint:
             calls are not measured.
         report: ``report(load, seconds, error)`` after each measured call
             (outlier detection); None: the load only.
+        measure_every: measure one call per that many seconds (0: every call).
     """
 
     def __init__(
@@ -88,6 +93,7 @@ class Endpoint:
         instance: Optional[Instance] = None,
         load: Optional[Load] = None,
         report: Optional[Callable[[Load, float, Optional[BaseException]], None]] = None,
+        measure_every: float = 0.0,
     ) -> None:
         self.address: Address = parse_address(address)
         #: the server's address as a string: slots to one server share it
@@ -101,6 +107,7 @@ class Endpoint:
         #: what was measured about this server (None: calls are not measured)
         self.load = load
         self._report = report
+        self._measure_every = measure_every
         #: a ClientMetrics its connections count themselves and their bytes into
         self.metrics = metrics
         self.options = options if options is not None else ClientOptions()
@@ -147,6 +154,15 @@ class Endpoint:
         """Calls waiting for an answer on the current connection."""
         p = self.connection
         return p.in_flight if p is not None else 0
+
+    def in_flight_counter(self) -> Callable[[], int]:
+        """A function returning :attr:`in_flight` of the current connection
+        (for pickers: the connection does not change while a picker built
+        with it is in use, since every change of it rebuilds the picker)."""
+        p = self.connection
+        if p is None:
+            return _zero
+        return p._pending.__len__  # type: ignore[no-any-return]
 
     def update(self, instance: Instance) -> None:
         """Take a resolver's new word about this server (weight, version,
@@ -208,7 +224,7 @@ class Endpoint:
                 kw: Dict[str, Any] = {"on_change": self._on_change, "resend": self._resend}
                 if self.load is not None:
                     cls = tracked_protocol(self.metrics is not None)
-                    kw.update(load=self.load, report=self._report)
+                    kw.update(load=self.load, report=self._report, every=self._measure_every)
                     if self.metrics is not None:
                         kw["metrics"] = self.metrics
                     return cls(loop, options, **kw)

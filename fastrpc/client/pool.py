@@ -210,7 +210,16 @@ class Pool:
         for inst in added:
             load = Load() if self._measure else None
             slots = [
-                Endpoint(inst.address, self.options, resend=self._resend, metrics=self._metrics, instance=inst, load=load, report=self._observed if self.outlier is not None else None)
+                Endpoint(
+                    inst.address,
+                    self.options,
+                    resend=self._resend,
+                    metrics=self._metrics,
+                    instance=inst,
+                    load=load,
+                    report=self._observed if self.outlier is not None else None,
+                    measure_every=0.0 if self.outlier is not None else self.balancer.measure_every,
+                )
                 for _ in range(self._size)
             ]
             if load is not None:

@@ -17,6 +17,7 @@ import inspect
 import logging
 import os
 import signal
+import socket
 import ssl as _ssl
 import time
 from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Union
@@ -106,6 +107,8 @@ class Server:
             a registry object (``await registry.register(record)`` /
             ``await registry.deregister()``).  It registers once it
             listens and deregisters before it drains.  Needs ``name``.
+            With ``run(workers=N)`` the supervising process keeps the one
+            record (workers register nothing).
         name, weight, version, tags, service_metadata: what the record says
             (see :class:`fastrpc.discovery.ServiceRecord`).
         advertise: the address clients should use, when the listening one
@@ -215,6 +218,8 @@ class Server:
         self._shutting_down = False
         self._closed: Optional[asyncio.Event] = None
         self.addresses: List[str] = []
+        #: Unix socket paths start() bound (and shutdown() removes)
+        self._unlink: List[str] = []
 
     # -- registration --------------------------------------------------------------
 
@@ -315,11 +320,20 @@ class Server:
 
     # -- running -------------------------------------------------------------------------
 
-    async def start(self, *addresses: Union[str, Address], backlog: int = 1024) -> Any:
+    async def start(
+        self, *addresses: Union[str, Address, socket.socket], backlog: int = 1024, reuse_port: bool = False
+    ) -> Any:
         """Listen on each address (``tcp://host:port`` or ``unix:/path``).
 
         Port 0 picks a free port.  Returns the bound address (a str) when one
         address was given, else the list; all are in :attr:`addresses`.
+
+        An address may also be a bound :class:`socket.socket` (TCP or Unix,
+        listening or not): the server accepts on it as it is and leaves a
+        Unix socket's path in place at shutdown (the socket's owner removes
+        it).  ``reuse_port=True`` sets ``SO_REUSEPORT`` on TCP listeners, so
+        that several processes can listen on one port and the kernel
+        spreads connections among them (what ``run(workers=N)`` does).
         """
         if not addresses:
             raise ValueError("start() needs at least one address")
@@ -337,6 +351,9 @@ class Server:
         self._freeze()
         bound = []
         for a in addresses:
+            if isinstance(a, socket.socket):
+                bound.append(await self._start_on(loop, a, backlog))
+                continue
             addr = parse_address(a)
             if addr.kind == "tls" and self.ssl is None:
                 raise ValueError(f"{a}: a tls:// address needs Server(ssl=an ssl.SSLContext)")
@@ -347,9 +364,16 @@ class Server:
             if addr.kind == "unix":
                 srv = await loop.create_unix_server(lambda: self._connection_class(self), addr.path, backlog=backlog, **tls)
                 actual = f"unix:{addr.path}"
+                self._unlink.append(addr.path)
             else:
                 srv = await loop.create_server(
-                    lambda: self._connection_class(self), addr.host, addr.port, backlog=backlog, reuse_address=True, **tls
+                    lambda: self._connection_class(self),
+                    addr.host,
+                    addr.port,
+                    backlog=backlog,
+                    reuse_address=True,
+                    reuse_port=reuse_port,
+                    **tls,
                 )
                 sockname = srv.sockets[0].getsockname()
                 actual = str(Address("tls" if tls else "tcp", sockname[0], sockname[1], ""))
@@ -358,14 +382,46 @@ class Server:
             log.info("listening on %s", actual)
             bound.append(actual)
         if self.registry is not None and self.record is None:
-            fields = dict(self._record_fields, address=self._advertise or bound[0])
             try:
-                self.record = await self.registry.register(None, **fields)
+                await self._register(bound[0])
             except BaseException:
                 # Told to be listed and cannot be: do not serve unlisted.
                 await self.shutdown(grace=0)
                 raise
         return bound[0] if len(bound) == 1 else bound
+
+    async def _start_on(self, loop: asyncio.AbstractEventLoop, sock: socket.socket, backlog: int) -> str:
+        # Serve on a socket bound elsewhere (run(workers=N) hands each worker
+        # the parent's): TLS when the server has a context.
+        tls: Dict[str, Any] = {}
+        if self.ssl is not None:
+            tls = {"ssl": self.ssl, "ssl_handshake_timeout": self.handshake_timeout or 60.0}
+
+        def factory() -> Any:
+            return self._connection_class(self)
+
+        if getattr(socket, "AF_UNIX", None) is not None and sock.family == socket.AF_UNIX:
+            srv = await loop.create_unix_server(factory, sock=sock, backlog=backlog, **tls)
+            actual = f"unix:{sock.getsockname()}"
+        else:
+            srv = await loop.create_server(factory, sock=sock, backlog=backlog, **tls)
+            name = sock.getsockname()
+            actual = str(Address("tls" if tls else "tcp", name[0], name[1], ""))
+        self._servers.append(srv)
+        self.addresses.append(actual)
+        log.info("listening on %s", actual)
+        return actual
+
+    async def _register(self, address: str) -> None:
+        # The one record this server (or run(workers=N)'s parent) keeps.
+        fields = dict(self._record_fields, address=self._advertise or address)
+        self.record = await self.registry.register(None, **fields)
+
+    async def _deregister(self) -> None:
+        try:
+            await self.registry.deregister()
+        except Exception as exc:  # noqa: BLE001 - the lease expires by itself
+            log.warning("deregistering failed: %s", exc)
 
     async def serve_forever(self) -> None:
         """Wait until :meth:`shutdown` completes."""
@@ -389,10 +445,7 @@ class Server:
         if self.registry is not None and self.record is not None:
             # Out of the registry first: clients stop picking this server
             # while it drains the calls it has.
-            try:
-                await self.registry.deregister()
-            except Exception as exc:  # noqa: BLE001 - the lease expires by itself
-                log.warning("deregistering failed: %s", exc)
+            await self._deregister()
         for srv in self._servers:
             srv.close()
         conns = list(self._connections)
@@ -427,12 +480,11 @@ class Server:
                 await asyncio.wait_for(srv.wait_closed(), 1.0)
             except asyncio.TimeoutError:  # pragma: no cover - Python 3.12 waits for handlers
                 pass
-        for addr in self.addresses:
-            if addr.startswith("unix:"):
-                try:
-                    os.unlink(addr[5:])
-                except OSError:
-                    pass
+        for path in self._unlink:
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
         if self._own_executor and self._executor is not None:
             self._executor.shutdown(wait=False)
             self._executor = None
@@ -452,23 +504,64 @@ class Server:
     async def __aexit__(self, *exc: Any) -> None:
         await self.shutdown()
 
-    def run(self, *addresses: str, grace: float = 5.0, use_uvloop: Optional[bool] = None) -> None:
+    def run(
+        self,
+        *addresses: str,
+        grace: float = 5.0,
+        use_uvloop: Optional[bool] = None,
+        workers: Optional[int] = 1,
+        ready: Optional[Callable[[List[str]], None]] = None,
+    ) -> None:
         """Serve until SIGINT/SIGTERM, then shut down gracefully (blocking).
 
         Uses uvloop when it is installed (``use_uvloop=False`` to opt out).
+        ``ready(addresses)`` is called once the server listens (and is
+        registered), with the bound addresses (port 0 resolved); they are
+        also logged at INFO on ``fastrpc.server``.
+
+        ``workers=N`` (N > 1) serves from N forked worker processes that
+        share each port (``SO_REUSEPORT`` on Linux, one inherited listening
+        socket elsewhere and for ``unix:`` addresses); this process
+        supervises them: it restarts a worker that dies, forwards SIGTERM
+        to all of them on SIGINT/SIGTERM (each drains for ``grace``) and
+        keeps the one registry record.  ``workers=0`` or None: one per CPU
+        (``os.cpu_count()``).  POSIX only (needs ``os.fork``); see
+        :mod:`fastrpc.server.workers` and ``docs/workers.md``.  Call it
+        from the main thread, before anything starts threads.
         """
+        if workers is None or workers == 0:
+            workers = os.cpu_count() or 1
+        if workers < 0:
+            raise ValueError("workers must be >= 0")
+        if workers > 1:
+            from .workers import supervise
+
+            supervise(self, addresses, workers, grace=grace, use_uvloop=use_uvloop, ready=ready)
+            return
         from ..transport.loop import new_event_loop
 
         loop = new_event_loop(use_uvloop)
         try:
             asyncio.set_event_loop(loop)
-            loop.run_until_complete(self._run(addresses, grace, loop))
+            loop.run_until_complete(self._run(addresses, grace, loop, ready))
         finally:
             asyncio.set_event_loop(None)
             loop.close()
 
-    async def _run(self, addresses: Sequence[str], grace: float, loop: asyncio.AbstractEventLoop) -> None:
+    async def _run(
+        self,
+        addresses: Sequence[str],
+        grace: float,
+        loop: asyncio.AbstractEventLoop,
+        ready: Optional[Callable[[List[str]], None]] = None,
+    ) -> None:
         await self.start(*addresses)
+        if ready is not None:
+            try:
+                ready(list(self.addresses))
+            except BaseException:
+                await self.shutdown(grace=0)
+                raise
         stop = asyncio.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):
             try:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import threading
+import time
 from typing import Any, List, Tuple
 
 import pytest
@@ -269,5 +270,76 @@ def test_outlier_detection_ejects_a_failing_server(run, kind):
         # every later call goes to the other two.
         assert failed == 3, (failed, got)
         assert got["s0"] + got["s1"] + got["s2"] == 297 and got["s1"] == 0
+
+    run(main())
+
+
+def test_a_server_that_goes_away_and_comes_back_gets_calls_again(run):
+    async def main():
+        servers, addresses = await _servers(2)
+        port = int(addresses[1].rsplit(":", 1)[1])
+        try:
+            async with fastrpc.AsyncClient(addresses, backoff=fastrpc.Backoff(0.01, 0.05)) as client:
+                assert set(await _count(client, 20)) == {"s0", "s1"}
+                await servers[1].shutdown(grace=0.5)  # GOAWAY, then closed
+                for _ in range(200):
+                    if client.pool.connected == 1:
+                        break
+                    await asyncio.sleep(0.01)
+                assert await _count(client, 50) == {"s0": 50}  # none fails: it left the picker
+                back = fastrpc.Server()
+                back.register(Who("s1-again"), name="Who")
+                await back.start(f"127.0.0.1:{port}")
+                servers[1] = back
+                for _ in range(500):
+                    if client.pool.connected == 2:
+                        break
+                    await asyncio.sleep(0.01)
+                assert set(await _count(client, 20)) == {"s0", "s1-again"}
+        finally:
+            await _stop(servers)
+
+    run(main())
+
+
+@pytest.mark.parametrize("kind", ["async", "sync"])
+def test_when_every_server_is_ejected_calls_still_go_out(run, kind):
+    # Fail open: ejecting the only server would refuse every call.
+    async def main():
+        servers, addresses = await _servers(2, s0={"fail": True}, s1={"fail": True})
+        outlier = OutlierDetection(consecutive_failures=1, max_ejection_percent=100)
+        loop = asyncio.get_running_loop()
+
+        def attempts(call: Any) -> int:
+            reached = 0
+            for _ in range(20):
+                try:
+                    call()
+                except fastrpc.Unavailable as exc:
+                    reached += "is broken" in str(exc)  # the server answered
+            return reached
+
+        try:
+            if kind == "async":
+                async with fastrpc.AsyncClient(addresses, outlier=outlier) as client:
+                    reached = 0
+                    for _ in range(20):
+                        try:
+                            await client.call("Who.who")
+                        except fastrpc.Unavailable as exc:
+                            reached += "is broken" in str(exc)
+                    ejected = sum(outlier.is_ejected(load, time.monotonic()) for load in client.pool.loads.values())
+            else:
+
+                def sync() -> Tuple[int, int]:
+                    with fastrpc.Client(addresses, outlier=outlier) as client:
+                        got = attempts(lambda: client.call("Who.who"))
+                        return got, sum(outlier.is_ejected(s.load, time.monotonic()) for s in client._servers.values())
+
+                reached, ejected = await loop.run_in_executor(None, sync)
+        finally:
+            await _stop(servers)
+        assert ejected == 2  # both ejected...
+        assert reached == 20  # ...and every call still reached a server
 
     run(main())
