@@ -102,6 +102,11 @@ FASTRPC_NO_EXTENSIONS=1 "$PY" -m benchmarks.overhead --quick
 "$PY" -m benchmarks.tls --quick
 "$PY" -m benchmarks.compression --quick
 
+echo "== balancing: pick costs, W2 through a balanced client, a slow server's share; W4 with 1 and 2 workers (smoke runs)"
+"$PY" -m benchmarks.balancing --quick
+"$PY" -m benchmarks.balanced --quick
+"$PY" -m benchmarks.workers --quick
+
 echo "== head-to-head tool (smoke run)"
 "$PY" -m benchmarks.versus "fastrpc Cython: Client (sync)" "floor (uvloop)" --pairs 2 --duration 0.1
 
