@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import functools
 import logging
 import threading
 import time
@@ -19,7 +20,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 from ..balancing import Balancer, Instance, Load, Picker
 from ..balancing import balancer as make_balancer
-from ..errors import RpcError, Unavailable
+from ..errors import NotProcessed, RpcError, Unavailable
 from ..middleware import Middleware
 from .async_client import AsyncClient
 from .calls import UNSET
@@ -252,6 +253,9 @@ class BalancedClient(Client):
                 server = self._servers.get(address)
                 if server is None:
                     client = Client(address, lazy=True, **self._per_server)
+                    # A call this server closed its connection without
+                    # reading goes to another server, not back to it.
+                    client._resend = functools.partial(self._resend_elsewhere, address)  # type: ignore[method-assign]
                     self._servers[address] = _Server(inst, client, Load() if self._measure else None)
                     added += 1
                 elif server.instance != inst:
@@ -347,6 +351,24 @@ class BalancedClient(Client):
         if self._closed:
             raise Unavailable("client is closed")
         raise Unavailable("no server of the target can be reached")
+
+    def _resend_elsewhere(self, address: str, method: str, args: Any, kwargs: Any, timeout: Optional[float], metadata: Any) -> Any:
+        # The call never ran (the server said GOAWAY and never read it):
+        # once more, on another server when there is one, and not again.
+        for _ in range(len(self._servers) + 1):
+            server = self._picker.pick(method, args, kwargs, metadata)
+            if server is None:
+                break
+            if server.key == address and len(self._servers) > 1:
+                continue
+            try:
+                conn = server.client._connection()
+            except RpcError:
+                self._left_out(server)
+                continue
+            rid, slot = conn.send_request(method, args, kwargs or None, timeout, metadata, None)
+            return conn.wait(rid, slot)
+        raise NotProcessed("the server closed the connection before reading this call, and no other server is up")
 
     def _done(self, server: _Server, started: float, error: Optional[BaseException]) -> None:
         server.in_flight -= 1

@@ -343,3 +343,24 @@ def test_when_every_server_is_ejected_calls_still_go_out(run, kind):
         assert reached == 20  # ...and every call still reached a server
 
     run(main())
+
+
+def test_a_call_a_leaving_server_never_read_goes_to_another(run):
+    # The blocking client reads only while it calls: s0 shuts down (GOAWAY,
+    # listener closed) while the client is idle; the next call picked for
+    # s0 goes into its closed connection, comes back NotProcessed (never
+    # ran) and is sent to s1, not back to s0 (which refuses connections).
+    async def main():
+        servers, addresses = await _servers(2)
+        loop = asyncio.get_running_loop()
+        client = await loop.run_in_executor(None, fastrpc.Client, addresses)
+        try:
+            assert await loop.run_in_executor(None, lambda: {client.call("Who.who") for _ in range(4)}) == {"s0", "s1"}
+            await servers[0].shutdown(grace=0.5)
+            got = await loop.run_in_executor(None, lambda: [client.call("Who.who", timeout=t) for t in (None, 5.0, None, 5.0)])
+            assert got == ["s1"] * 4
+        finally:
+            client.close()
+            await _stop(servers[1:])
+
+    run(main())
