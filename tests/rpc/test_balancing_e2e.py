@@ -364,3 +364,60 @@ def test_a_call_a_leaving_server_never_read_goes_to_another(run):
             await _stop(servers[1:])
 
     run(main())
+
+
+@pytest.mark.parametrize("kind", ["async", "sync"])
+def test_outlier_detection_ejects_a_server_whose_failure_rate_is_far_above_its_peers(run, kind):
+    # No consecutive-failure rule: the interval's sweep compares failure
+    # rates and ejects s1 (all of its calls fail); then no call fails.
+    async def main():
+        servers, addresses = await _servers(3, s1={"fail": True})
+        outlier = OutlierDetection(
+            consecutive_failures=None, success_rate_stdev=None, failure_percentage=50, min_requests=5, min_hosts=3, interval=0.2
+        )
+        loop = asyncio.get_running_loop()
+
+        async def calls_async() -> Tuple[int, int]:
+            async with fastrpc.AsyncClient(addresses, outlier=outlier) as client:
+                before = 0
+                deadline = time.monotonic() + 1.0
+                while time.monotonic() < deadline:  # several sweeps
+                    try:
+                        await client.call("Who.who")
+                    except fastrpc.Unavailable:
+                        before += 1
+                    await asyncio.sleep(0.005)
+                after = 0
+                for _ in range(100):
+                    try:
+                        await client.call("Who.who")
+                    except fastrpc.Unavailable:
+                        after += 1
+                return before, after
+
+        def calls_sync() -> Tuple[int, int]:
+            with fastrpc.Client(addresses, outlier=outlier) as client:
+                before = 0
+                deadline = time.monotonic() + 1.0
+                while time.monotonic() < deadline:
+                    try:
+                        client.call("Who.who")
+                    except fastrpc.Unavailable:
+                        before += 1
+                    time.sleep(0.005)
+                after = 0
+                for _ in range(100):
+                    try:
+                        client.call("Who.who")
+                    except fastrpc.Unavailable:
+                        after += 1
+                return before, after
+
+        try:
+            before, after = await calls_async() if kind == "async" else await loop.run_in_executor(None, calls_sync)
+        finally:
+            await _stop(servers)
+        assert before >= 5  # it failed long enough to be measured...
+        assert after == 0  # ...then it was ejected
+
+    run(main())
