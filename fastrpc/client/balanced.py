@@ -403,12 +403,16 @@ class BalancedClient(Client):
                 self._rebuild()
             self._next_sweep = now + outlier.interval
 
+    def _begin(self, method: str, args: Any, kwargs: Any, metadata: Any) -> "tuple[_Server, float]":
+        # The server for a call, counted in flight from now.
+        server = self._choose(method, args, kwargs, metadata)
+        server.in_flight += 1
+        return server, time.monotonic()
+
     def call(self, method: str, *args: Any, timeout: Optional[float] = UNSET, metadata: Optional[dict] = None, **kwargs: Any) -> Any:
         """Call ``method`` on the server the balancer chooses (as
         :meth:`Client.call`)."""
-        server = self._choose(method, args, kwargs, metadata)
-        server.in_flight += 1
-        started = time.monotonic()
+        server, started = self._begin(method, args, kwargs, metadata)
         try:
             result = server.client.call(method, *args, timeout=timeout, metadata=metadata, **kwargs)
         except BaseException as exc:
@@ -419,9 +423,7 @@ class BalancedClient(Client):
 
     def go(self, method: str, *args: Any, timeout: Optional[float] = UNSET, metadata: Optional[dict] = None, **kwargs: Any) -> concurrent.futures.Future:
         """Start a call on the server the balancer chooses (as :meth:`Client.go`)."""
-        server = self._choose(method, args, kwargs, metadata)
-        server.in_flight += 1
-        started = time.monotonic()
+        server, started = self._begin(method, args, kwargs, metadata)
         try:
             fut = server.client.go(method, *args, timeout=timeout, metadata=metadata, **kwargs)
         except BaseException as exc:

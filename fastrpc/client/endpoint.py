@@ -331,6 +331,10 @@ class Endpoint:
             self._retired.add(p)
             p.close_when_idle()
         self._set_state(EndpointState.SHUTDOWN)
+        await self._stop_trying()
+
+    async def _stop_trying(self) -> None:
+        # No connection attempt, no background task from here on.
         if self._connecting is not None:
             self._connecting.cancel()
         task, self._supervisor = self._supervisor, None
@@ -348,9 +352,4 @@ class Endpoint:
         for old in list(self._retired):
             old.close()
         self._retired.clear()
-        if self._connecting is not None:
-            self._connecting.cancel()
-        task, self._supervisor = self._supervisor, None
-        if task is not None:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+        await self._stop_trying()

@@ -45,6 +45,16 @@ __all__ = ["EtcdRegistry", "EtcdResolver", "parse_etcd_url"]
 log = logging.getLogger("fastrpc.discovery")
 
 
+async def _close(client: Any) -> None:
+    # Close an aetcd client (or None), never raising: a broken connection
+    # is being dropped anyway.
+    if client is not None:
+        try:
+            await client.close()
+        except Exception:  # noqa: BLE001 - closing anyway
+            pass
+
+
 def parse_etcd_url(url: str) -> Tuple[str, int, str]:
     """``etcd://host:port[/name]`` -> ``(host, port, name)`` (name may be "")."""
     if not url.startswith("etcd://"):
@@ -158,11 +168,7 @@ class EtcdRegistry:
     async def close(self) -> None:
         """Close the etcd connection."""
         client, self._client = self._client, None
-        if client is not None:
-            try:
-                await client.close()
-            except Exception:  # noqa: BLE001 - closing anyway
-                pass
+        await _close(client)
 
     async def _beat(self) -> None:
         # The heartbeat: refresh at ttl/3; register again at once when the
@@ -339,11 +345,7 @@ class EtcdResolver(Resolver):
 
     async def _drop_client(self) -> None:
         client, self._client = self._client, None
-        if client is not None:
-            try:
-                await client.close()
-            except Exception:  # noqa: BLE001 - closing anyway
-                pass
+        await _close(client)
 
     async def close(self) -> None:
         task, self._task = self._task, None
