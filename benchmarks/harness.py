@@ -135,9 +135,18 @@ def build_servers() -> List[Server]:
         ("aiorpc_peer", "aiorpc (msgpack-rpc)"),
         ("xmlrpc_peer", "xmlrpc (stdlib)"),
         ("pyro5_peer", "Pyro5"),
+        ("grpclib_peer", "grpclib (asyncio gRPC)"),
     ):
         s = Server(module, _py(f"benchmarks.peers.{module}", "server"), _env(False))
         s.clients.append(System(label, _py(f"benchmarks.peers.{module}", "client")))
+        servers.append(s)
+
+    # thriftpy2: the threaded server with the blocking client (Cython protocol and
+    # transport), and the thriftpy2.contrib.aio server with its asyncio client.
+    for mode, label in (("blocking", "thriftpy2: blocking (threaded)"), ("asyncio", "thriftpy2: asyncio (contrib.aio)")):
+        peer = "benchmarks.peers.thriftpy2_peer"
+        s = Server(f"thriftpy2_peer-{mode}", _py(peer, "server", "--mode", mode), _env(False))
+        s.clients.append(System(label, _py(peer, "client", "--mode", mode)))
         servers.append(s)
     return servers
 
