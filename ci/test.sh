@@ -40,6 +40,22 @@ if ! command -v etcd >/dev/null 2>&1; then
     apt-get install -y -q etcd-server >/dev/null 2>&1 || { apt-get update -q >/dev/null && apt-get install -y -q etcd-server >/dev/null; }
 fi
 export FASTRPC_REQUIRE_ETCD=1
+# Go (Debian's golang-go): the interop tests build a client with Go's own
+# net/rpc/jsonrpc (standard library only, no network) and call the server.
+if ! command -v go >/dev/null 2>&1; then
+    echo "== installing golang-go (the interop tests build a Go net/rpc/jsonrpc client)"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get install -y -q golang-go >/dev/null 2>&1 || { apt-get update -q >/dev/null && apt-get install -y -q golang-go >/dev/null; }
+fi
+export FASTRPC_REQUIRE_GO=1
+# Chromium (Debian's chromium): the HTTP gateway's test takes a headless
+# screenshot of the debug page (GET /debug/rpc).
+if ! command -v chromium >/dev/null 2>&1 && ! command -v chromium-browser >/dev/null 2>&1 && ! command -v google-chrome >/dev/null 2>&1; then
+    echo "== installing chromium (the HTTP gateway test screenshots the debug page)"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get install -y -q chromium >/dev/null 2>&1 || { apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null; }
+fi
+export FASTRPC_REQUIRE_CHROMIUM=1
 
 if [ ! -x "$VENV/bin/python" ]; then
     "$PYTHON" -m venv "$VENV"

@@ -11,6 +11,7 @@ from . import errors as _errors
 from ._impl import HAS_EXTENSIONS as EXTENSIONS_ACTIVE
 from ._impl import IMPLEMENTATION, Decoder, Encoder, Frame, FrameParser, FrameWriter, packb, unpackb
 from .wire.constants import DEFAULT_MAX_FRAME_SIZE, PROTOCOL_MAJOR, PROTOCOL_MINOR, ExtType, MsgType
+from .wire.ext import ExtRegistry, Timestamp, register_ext, unregister_ext
 from .errors import *  # noqa: F401,F403
 from .client import (
     AsyncClient,
@@ -64,6 +65,10 @@ __all__ = [
     "Decoder",
     "Encoder",
     "ExtType",
+    "ExtRegistry",
+    "Timestamp",
+    "register_ext",
+    "unregister_ext",
     "Frame",
     "FrameParser",
     "FrameWriter",

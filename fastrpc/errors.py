@@ -33,6 +33,9 @@ __all__ = [
     "CodecError",
     "EncodeError",
     "DecodeError",
+    "ExtraData",
+    "InvalidUTF8",
+    "NestingTooDeep",
     "StatusCode",
     "code_name",
     "RpcError",
@@ -123,7 +126,37 @@ class DecodeError(CodecError):
     Raised for truncated input, trailing bytes, reserved type bytes, invalid
     UTF-8, unhashable map keys, nesting deeper than ``max_depth`` and lengths
     that exceed either the configured limits or the bytes actually present.
+    Three of these cases have a subclass of their own (:class:`ExtraData`,
+    :class:`InvalidUTF8`, :class:`NestingTooDeep`); the others are raised as
+    plain :class:`DecodeError`.
     """
+
+
+class ExtraData(DecodeError):
+    """A complete value was decoded, but more bytes follow it (msgpack's
+    ``ExtraData``).
+
+    ``unpacked`` is the value decoded from the front of the input and
+    ``extra`` the bytes after it (a copy).
+    """
+
+    def __init__(self, message: str = "", unpacked: Any = None, extra: bytes = b"") -> None:
+        super().__init__(message)
+        self.unpacked = unpacked
+        self.extra = extra
+
+    def __reduce__(self):  # picklable with its fields
+        return (type(self), (str(self), self.unpacked, self.extra))
+
+
+class InvalidUTF8(DecodeError):
+    """A msgpack str holds bytes that are not valid UTF-8 (overlong forms,
+    encoded surrogates and truncated sequences included)."""
+
+
+class NestingTooDeep(DecodeError):
+    """Arrays and maps are nested deeper than the decoder's ``max_depth``
+    (64 by default, at most 1,000), or deeper than the Python stack allows."""
 
 
 # --------------------------------------------------------------------------

@@ -31,6 +31,7 @@ LAYERS: Dict[str, int] = {
     "transport": 3,  # addresses, loops, asyncio glue, blocking sockets
     "middleware": 4,  # chains around calls, for both sides
     "balancing": 4,  # instances, load, pickers and balancers (pure: no I/O)
+    "interop": 4,  # other protocols on the port (msgpack-rpc, JSON-RPC 1.0) as sans-IO codecs: the server imports them
     "server": 5,
     "client": 5,
     "discovery": 6,  # registries and what clients look up (above server and client)

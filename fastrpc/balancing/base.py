@@ -124,7 +124,7 @@ class Load:
         "times_ejected",
     )
 
-    def __init__(self, decay: float = 10.0) -> None:
+    def __init__(self, decay: float = 1.0) -> None:
         self.decay = float(decay)
         self._cost = 0.0
         self._stamp = time.monotonic()

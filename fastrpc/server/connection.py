@@ -113,13 +113,13 @@ class _Call:
             return
         if self.reason is not None:
             if self.reason == "deadline":
-                conn._writer.write_error(self.rid, _DEADLINE_EXCEEDED, f"{self.method.name}: deadline exceeded on the server")
+                conn._write_error(self.rid, _DEADLINE_EXCEEDED, f"{self.method.name}: deadline exceeded on the server")
             elif self.reason == "shutdown":
-                conn._writer.write_error(self.rid, _UNAVAILABLE, f"{self.method.name}: server shut down before the call completed")
+                conn._write_error(self.rid, _UNAVAILABLE, f"{self.method.name}: server shut down before the call completed")
             else:
                 return  # the client cancelled it and expects no answer
         elif fut.cancelled():
-            conn._writer.write_error(self.rid, _CANCELLED, f"{self.method.name}: cancelled on the server")
+            conn._write_error(self.rid, _CANCELLED, f"{self.method.name}: cancelled on the server")
         else:
             exc = fut.exception()
             if exc is None:
@@ -193,7 +193,7 @@ class ServerConnection(ServerSession, BaseProtocol):  # type: ignore[misc]
         if server.ssl is not None:
             self._peercert = transport.get_extra_info("peercert")
         refuse = None
-        if server.max_connections is not None and len(server._connections) >= server.max_connections:
+        if server.max_connections is not None and len(server._connections) + len(server._sniffing) >= server.max_connections:
             log.warning("refusing connection from %s: max_connections=%d reached", peer_text(self._peername), server.max_connections)
             refuse = (_RESOURCE_EXHAUSTED, "too many connections")
         if not self.initiate(self._loop.time(), refuse):
@@ -395,7 +395,7 @@ class ServerConnection(ServerSession, BaseProtocol):  # type: ignore[misc]
                 if self._server._metrics is not None:
                     self._server._metrics.count_call("unknown", _NOT_FOUND)
                 if not notify:
-                    self._writer.write_error(rid, _NOT_FOUND, f"no method with index {idx}")
+                    self._write_error(rid, _NOT_FOUND, f"no method with index {idx}")
                 return None
         else:
             m = self._by_name.get(name)
@@ -403,14 +403,14 @@ class ServerConnection(ServerSession, BaseProtocol):  # type: ignore[misc]
                 if self._server._metrics is not None:
                     self._server._metrics.count_call("unknown", _NOT_FOUND)
                 if not notify:
-                    self._writer.write_error(rid, _NOT_FOUND, f"unknown method {name!r}")
+                    self._write_error(rid, _NOT_FOUND, f"unknown method {name!r}")
                 return None
         verdict = self.accept_request(f, notify)
         if verdict is not True:
             return verdict or None
         if f.error is not None:
             if not notify:
-                self._writer.write_error(rid, _INVALID_ARGUMENT, f"{m.name}: cannot decode arguments: {f.error}")
+                self._write_error(rid, _INVALID_ARGUMENT, f"{m.name}: cannot decode arguments: {f.error}")
             return None
         args = f.value
         kwargs = None
@@ -421,12 +421,12 @@ class ServerConnection(ServerSession, BaseProtocol):  # type: ignore[misc]
                 args = 0  # rejected below
         if type(args) is not list:
             if not notify:
-                self._writer.write_error(rid, _INVALID_ARGUMENT, f"{m.name}: arguments must be an array")
+                self._write_error(rid, _INVALID_ARGUMENT, f"{m.name}: arguments must be an array")
             return None
         deadline = f.deadline
         if deadline is not None and deadline == 0:
             if not notify:
-                self._writer.write_error(rid, _DEADLINE_EXCEEDED, f"{m.name}: deadline already passed on arrival")
+                self._write_error(rid, _DEADLINE_EXCEEDED, f"{m.name}: deadline already passed on arrival")
             return None
         kind = m.kind
         chain = m.chain
@@ -495,6 +495,14 @@ class ServerConnection(ServerSession, BaseProtocol):  # type: ignore[misc]
         return None
 
     # -- output ----------------------------------------------------------------------
+    # Every answer leaves through _write_result (a handler's value) or
+    # _write_error (everything else): a connection speaking another
+    # protocol (server/foreign.py) overrides those two and runs its calls
+    # through _on_request unchanged.
+
+    def _write_error(self, rid: int, code: int, message: str, details: Any = None) -> None:
+        """Answer call ``rid`` with an error status."""
+        self._writer.write_error(rid, code, message, details)
 
     def _with_hop(self, details: Any, m: Method) -> Any:
         # debug=True: the services an error came through, from where it was
@@ -518,9 +526,9 @@ class ServerConnection(ServerSession, BaseProtocol):  # type: ignore[misc]
         try:
             self._writer.write_response(rid, result)
         except FrameTooLarge as exc:
-            self._writer.write_error(rid, _RESOURCE_EXHAUSTED, f"{m.name}: result too large: {exc}")
+            self._write_error(rid, _RESOURCE_EXHAUSTED, f"{m.name}: result too large: {exc}")
         except (EncodeError, OverflowError) as exc:
-            self._writer.write_error(rid, _INTERNAL, f"{m.name}: cannot encode the result: {exc}")
+            self._write_error(rid, _INTERNAL, f"{m.name}: cannot encode the result: {exc}")
 
     def _write_exception(self, rid: int, m: Method, exc: BaseException, args: Any, kwargs: Any) -> None:
         if isinstance(exc, RpcError):
@@ -537,9 +545,9 @@ class ServerConnection(ServerSession, BaseProtocol):  # type: ignore[misc]
                 details = {"traceback": "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))}
             log.error("handler %s raised", m.name, exc_info=exc)
         try:
-            self._writer.write_error(rid, code, message, details)
+            self._write_error(rid, code, message, details)
         except (EncodeError, FrameTooLarge, OverflowError):
-            self._writer.write_error(rid, code, message, None)
+            self._write_error(rid, code, message, None)
 
 
 class MeteredServerConnection(ServerConnection):

@@ -26,12 +26,14 @@ from .._impl import Decoder
 from ..core.context import inline_slot, server_started, server_stopped
 from ..core.session import AGENT
 from ..middleware.access import AccessLog
+from ..middleware.stats import CallStats
 from ..transport.address import Address, parse_address
 from ..wire import compression as compression_codecs
 from ..wire import constants as W
 from .connection import MeteredServerConnection, ServerConnection
 from .builtin import Health, reflect
 from .dispatch import DispatchTable, is_idempotent, kind_of
+from .sniff import NATIVE, Sniffer, protocol_names, table_for
 
 __all__ = ["REGISTRY_SCHEMES", "Server"]
 
@@ -117,6 +119,17 @@ class Server:
         builtins: serve ``fastrpc.Health.check``/``watch`` and
             ``fastrpc.Reflection.methods`` (see :mod:`fastrpc.server.builtin`);
             :attr:`health` sets services' statuses.
+        protocols: the protocols served on every address, chosen per
+            connection by its first bytes (``"fastrpc"``, ``"msgpack-rpc"``,
+            ``"jsonrpc"``: Go's ``net/rpc/jsonrpc``; see
+            :mod:`fastrpc.server.sniff` and docs/protocol.md).  None (the
+            default): all of them.  ``["fastrpc"]``: the native protocol
+            only, without sniffing.
+        debug_page: count every call by method (calls, errors, latency
+            percentiles; :class:`fastrpc.middleware.stats.CallStats`, a
+            middleware present only then) and serve them as an HTML page
+            at ``GET /debug/rpc`` on the HTTP gateway (like Go's
+            ``net/rpc`` debug page).  Off by default: nothing counted.
     """
 
     def __init__(
@@ -151,6 +164,8 @@ class Server:
         service_metadata: Optional[Dict[str, Any]] = None,
         advertise: Optional[str] = None,
         builtins: bool = True,
+        protocols: Optional[Sequence[str]] = None,
+        debug_page: bool = False,
     ) -> None:
         if max_in_flight < 1:
             raise ValueError("max_in_flight must be >= 1")
@@ -179,6 +194,10 @@ class Server:
                 raise TypeError(f"middleware must be callable as mw(call, call_next), not {mw!r}")
         if access_log:
             self._middleware.insert(0, AccessLog(access_log if isinstance(access_log, logging.Logger) else None))
+        #: the debug page's numbers (None: the page is off)
+        self._stats: Optional[CallStats] = CallStats() if debug_page else None
+        if self._stats is not None:
+            self._middleware.insert(0, self._stats)
         self._metrics = metrics
         self._connection_class: Any = ServerConnection
         if metrics is not None:
@@ -192,6 +211,14 @@ class Server:
         self.compression = compression_codecs.names(compression) or ()
         self.compress_threshold = compress_threshold
         self._builtins = builtins
+        if isinstance(protocols, str):
+            protocols = [protocols]
+        #: the protocols served (by name)
+        self.protocols: List[str] = protocol_names() if protocols is None else [p.name for p in table_for(protocols)]
+        # None: native only, and a connection starts as the native one.
+        self._sniff_table = None if self.protocols == [NATIVE] else table_for(self.protocols)
+        #: connections whose first bytes have not chosen a protocol yet
+        self._sniffing: Set[Any] = set()
         if isinstance(registry, str):
             scheme = registry.partition("://")[0]
             factory = REGISTRY_SCHEMES.get(scheme)
@@ -362,12 +389,12 @@ class Server:
                 # The handshake counts against the connection's handshake time.
                 tls = {"ssl": self.ssl, "ssl_handshake_timeout": self.handshake_timeout or 60.0}
             if addr.kind == "unix":
-                srv = await loop.create_unix_server(lambda: self._connection_class(self), addr.path, backlog=backlog, **tls)
+                srv = await loop.create_unix_server(self._new_connection, addr.path, backlog=backlog, **tls)
                 actual = f"unix:{addr.path}"
                 self._unlink.append(addr.path)
             else:
                 srv = await loop.create_server(
-                    lambda: self._connection_class(self),
+                    self._new_connection,
                     addr.host,
                     addr.port,
                     backlog=backlog,
@@ -397,9 +424,7 @@ class Server:
         if self.ssl is not None:
             tls = {"ssl": self.ssl, "ssl_handshake_timeout": self.handshake_timeout or 60.0}
 
-        def factory() -> Any:
-            return self._connection_class(self)
-
+        factory = self._new_connection
         if getattr(socket, "AF_UNIX", None) is not None and sock.family == socket.AF_UNIX:
             srv = await loop.create_unix_server(factory, sock=sock, backlog=backlog, **tls)
             actual = f"unix:{sock.getsockname()}"
@@ -411,6 +436,14 @@ class Server:
         self.addresses.append(actual)
         log.info("listening on %s", actual)
         return actual
+
+    def _new_connection(self) -> Any:
+        # What a new connection starts as: the sniffer when other protocols
+        # are on (sniff.py), else the native connection itself.
+        table = self._sniff_table
+        if table is None:
+            return self._connection_class(self)
+        return Sniffer(self, table)
 
     async def _register(self, address: str) -> None:
         # The one record this server (or run(workers=N)'s parent) keeps.
@@ -448,6 +481,8 @@ class Server:
             await self._deregister()
         for srv in self._servers:
             srv.close()
+        for sniffer in list(self._sniffing):
+            sniffer.abort()  # no protocol chosen yet: nothing to drain
         conns = list(self._connections)
         log.info("shutting down: draining %d connections (grace %ss)", len(conns), grace)
         for conn in conns:

@@ -5,3 +5,7 @@ pure-Python twin (``_codec_py.py``, ``_framing_py.py``).
 It imports nothing of fastrpc but :mod:`fastrpc.errors`.  Which twin a
 process uses is chosen once, in :mod:`fastrpc._impl`.
 """
+
+from .ext import ExtRegistry, Timestamp, default_registry, register_ext, unregister_ext
+
+__all__ = ["ExtRegistry", "Timestamp", "default_registry", "register_ext", "unregister_ext"]

@@ -143,6 +143,10 @@ cdef class Encoder:
     cdef Py_ssize_t _max_depth      # C copy used by the encoder
     cdef object _max_depth_obj      # value as given (attribute, messages)
     cdef object _default            # default hook or None
+    cdef object _registry           # the ExtRegistry consulted
+    cdef dict _ext_types            # _registry._types: type -> (code, pack)
+    cdef bint _datetime             # datetime -> ext -1
+    cdef int _naive                 # index into ext.NAIVE_MODES
     cdef WBuf _scratch              # reused by encode()/pack_into()
     cdef bint _scratch_busy         # _scratch in use (re-entrant call from default)
 
@@ -165,6 +169,11 @@ cdef class Decoder:
     cdef object _max_map_len_obj
     cdef object _max_ext_len_obj
     cdef object _ext_hook
+    cdef object _object_hook
+    cdef object _registry           # the ExtRegistry consulted
+    cdef dict _ext_codes            # _registry._codes: code -> (type, unpack)
+    cdef int _timestamp             # index into ext.TIMESTAMP_MODES
+    cdef bint _use_list
 
     # Decode exactly one value filling data[0:length] (DecodeError if
     # empty, truncated, invalid or followed by trailing bytes).

@@ -10,6 +10,12 @@ Decoding works on a ``const unsigned char*`` and C positions, bounded for
 untrusted input: every claimed length is checked against the bytes actually
 present (and the optional per-kind limits) before anything is allocated,
 and nesting is limited by ``max_depth``.
+
+Beyond msgpack's core types (see ``docs/types.md``): ``datetime`` and
+``Timestamp`` as ext -1, user types of an ``ExtRegistry``, ``default`` for
+any other value (ints past 64 bits included), ``object_hook``, ``use_list``
+and ``timestamp`` on decode.  All of them are looked at only after the
+checks for msgpack's own types have failed.
 """
 
 from cpython.bool cimport PyBool_Check
@@ -26,10 +32,10 @@ from cpython.bytes cimport (
     PyBytes_FromStringAndSize,
     PyBytes_GET_SIZE,
 )
-from cpython.dict cimport PyDict_CheckExact, PyDict_New
+from cpython.dict cimport PyDict_CheckExact, PyDict_GetItem, PyDict_New, PyDict_Size
 from cpython.exc cimport PyErr_Clear, PyErr_ExceptionMatches
 from cpython.float cimport PyFloat_AS_DOUBLE, PyFloat_CheckExact, PyFloat_FromDouble
-from cpython.list cimport PyList_CheckExact, PyList_GET_SIZE, PyList_New, PyList_SET_ITEM
+from cpython.list cimport PyList_AsTuple, PyList_CheckExact, PyList_GET_SIZE, PyList_New, PyList_SET_ITEM
 from cpython.long cimport (
     PyLong_AsLongLongAndOverflow,
     PyLong_AsUnsignedLongLong,
@@ -52,11 +58,21 @@ from libc.string cimport memcmp, memcpy
 
 import math
 import struct
+from datetime import datetime as _DateTime
 
 from .constants import DEFAULT_MAX_DEPTH, MAX_DEPTH_LIMIT, ExtType
-from ..errors import DecodeError, EncodeError
+from .ext import (
+    NAIVE_MODES,
+    TIMESTAMP_MODES,
+    Timestamp,
+    datetime_parts,
+    mode_number,
+    registry_of,
+    timestamp_value,
+)
+from ..errors import DecodeError, EncodeError, ExtraData, InvalidUTF8, NestingTooDeep
 
-__all__ = ["Encoder", "Decoder", "packb", "unpackb", "ExtType"]
+__all__ = ["Encoder", "Decoder", "packb", "unpackb", "ExtType", "Timestamp"]
 
 
 cdef extern from "Python.h":
@@ -91,6 +107,9 @@ cdef enum:
     # cache of str objects (repeated keys are neither re-decoded nor
     # re-hashed); a power of two.
     KEY_CACHE_SIZE = 512
+    # Decoder._timestamp (index into ext.TIMESTAMP_MODES)
+    TS_TIMESTAMP = 0
+    TS_EXT = 4
 
 cdef Py_ssize_t PY_SSIZE_T_MAX_C = PY_SSIZE_T_MAX
 cdef object PY_SSIZE_T_MAX_OBJ = PY_SSIZE_T_MAX
@@ -231,7 +250,8 @@ cdef inline int _pack_i64(WBuf* buf, int64_t v) except -1:
 
 
 cdef int _pack_int(WBuf* buf, object n) except -1:
-    """``n`` is an int (any PyLong)."""
+    """``n`` is an int (any PyLong).  Returns 1, writing nothing, when it is
+    below -2**63 and 2, when it is above 2**64-1 (see _pack_big_int)."""
     cdef int overflow = 0
     cdef long long v = PyLong_AsLongLongAndOverflow(n, &overflow)
     cdef unsigned long long u
@@ -239,11 +259,12 @@ cdef int _pack_int(WBuf* buf, object n) except -1:
     if overflow == 0:
         return _pack_i64(buf, v)
     if overflow < 0:
-        raise EncodeError("integer too small for msgpack (min -2**63)")
+        return 1
     try:
         u = PyLong_AsUnsignedLongLong(n)
     except OverflowError:
-        raise EncodeError("integer too large for msgpack (max 2**64-1)") from None
+        PyErr_Clear()
+        return 2
     p = wbuf_put(buf, 9)
     p[0] = <char>0xCF
     store_be64(p + 1, u)
@@ -575,10 +596,17 @@ cdef int _pack_other(Encoder enc, WBuf* buf, object obj, Py_ssize_t depth) excep
     # Subclasses and less common types, in the pure twin's order (bool
     # before int, ExtType before tuple).  PyObject_IsInstance, like Python's
     # isinstance, also honours a __class__ that claims a base type.
+    cdef PyObject* entry
+    if PyDict_Size(enc._ext_types):  # registered types first, by exact type
+        entry = PyDict_GetItem(enc._ext_types, type(obj))
+        if entry != NULL:
+            return _pack_registered(buf, obj, <tuple>entry)
     if PyObject_IsInstance(obj, bool):
         return _put_byte(buf, 0xC3 if obj else 0xC2)
     if PyObject_IsInstance(obj, int):
-        return _pack_int(buf, PyNumber_Long(obj))
+        if _pack_int(buf, PyNumber_Long(obj)) == 0:
+            return 0
+        return _pack_big_int(enc, buf, obj, depth)
     if PyObject_IsInstance(obj, float):
         return _pack_double(buf, PyFloat_AS_DOUBLE(PyNumber_Float(obj)))
     if PyObject_IsInstance(obj, str):
@@ -591,9 +619,85 @@ cdef int _pack_other(Encoder enc, WBuf* buf, object obj, Py_ssize_t depth) excep
         return _pack_sequence(enc, buf, obj, depth)
     if PyObject_IsInstance(obj, dict):
         return _pack_mapping(enc, buf, obj, depth)
+    if PyObject_IsInstance(obj, Timestamp):
+        return _pack_timestamp_obj(buf, obj)
+    if enc._datetime and PyObject_IsInstance(obj, _DateTime):
+        parts = datetime_parts(obj, enc._naive)
+        if parts is None:
+            return _pack_default(enc, buf, obj, depth, _naive_message(obj))
+        return _pack_timestamp(buf, (<tuple>parts)[0], (<tuple>parts)[1])
+    return _pack_default(enc, buf, obj, depth, f"cannot encode object of type {type(obj).__name__}")
+
+
+cdef int _pack_big_int(Encoder enc, WBuf* buf, object obj, Py_ssize_t depth) except -1:
+    # An int outside -2**63..2**64-1: the default hook's replacement, or EncodeError.
+    if obj < 0:
+        return _pack_default(enc, buf, obj, depth, "integer too small for msgpack (min -2**63)")
+    return _pack_default(enc, buf, obj, depth, "integer too large for msgpack (max 2**64-1)")
+
+
+cdef str _naive_message(object obj):
+    return (
+        f"cannot encode naive datetime {obj!r} where tzinfo=None: give it a tzinfo, "
+        "or use Encoder(naive_datetime='utc' or 'local')"
+    )
+
+
+cdef int _pack_timestamp(WBuf* buf, object seconds, object nanoseconds) except -1:
+    # ext -1 in its smallest form, as msgpack writes it (seconds: int64,
+    # nanoseconds: 0..999999999, as a Timestamp or datetime_parts() has them).
+    cdef int64_t sec
+    cdef uint32_t ns = <uint32_t>(<long>nanoseconds)
+    cdef uint64_t data64
+    cdef char* p
+    try:
+        sec = seconds
+    except OverflowError:  # only a Timestamp whose fields were changed behind its back
+        raise EncodeError("timestamp seconds outside the int64 range") from None
+    if (<uint64_t>sec >> 34) == 0:
+        data64 = (<uint64_t>ns << 34) | <uint64_t>sec
+        if (data64 & 0xFFFFFFFF00000000ULL) == 0:
+            p = wbuf_put(buf, 6)
+            p[0] = <char>0xD6
+            p[1] = <char>0xFF
+            store_be32(p + 2, <uint32_t>data64)
+        else:
+            p = wbuf_put(buf, 10)
+            p[0] = <char>0xD7
+            p[1] = <char>0xFF
+            store_be64(p + 2, data64)
+    else:
+        p = wbuf_put(buf, 15)
+        p[0] = <char>0xC7
+        p[1] = <char>12
+        p[2] = <char>0xFF
+        store_be32(p + 3, ns)
+        store_be64(p + 7, <uint64_t>sec)
+    return 0
+
+
+cdef int _pack_timestamp_obj(WBuf* buf, object ts) except -1:
+    return _pack_timestamp(buf, ts._seconds, ts._nanoseconds)
+
+
+cdef int _pack_registered(WBuf* buf, object obj, tuple entry) except -1:
+    code, pack = entry
+    data = pack(obj)
+    if not PyObject_IsInstance(data, (bytes, bytearray, memoryview)):
+        raise EncodeError(
+            f"pack function registered for {type(obj).__name__} returned {type(data).__name__}, not bytes"
+        )
+    if PyObject_IsInstance(data, memoryview):
+        data = data.tobytes()
+    return _pack_ext(buf, code, data)
+
+
+cdef int _pack_default(Encoder enc, WBuf* buf, object obj, Py_ssize_t depth, str message) except -1:
+    # The value has no encoding of its own: its replacement by the default
+    # hook, or EncodeError(message).
     default = enc._default
     if default is None:
-        raise EncodeError(f"cannot encode object of type {type(obj).__name__}")
+        raise EncodeError(message)
     if depth >= enc._max_depth:
         return _too_deep(enc)
     replacement = default(obj)
@@ -607,10 +711,19 @@ cdef int _pack_other(Encoder enc, WBuf* buf, object obj, Py_ssize_t depth) excep
     return 0
 
 
+# _pack_other, called through a pointer the compiler cannot see through: it
+# would inline the function (it has one caller), and its locals would grow
+# the stack frame of _pack, the recursive function every value goes through.
+ctypedef int (*pack_other_t)(Encoder, WBuf*, object, Py_ssize_t) except -1
+cdef pack_other_t _pack_other_p = _pack_other
+
+
 cdef int _pack(Encoder enc, WBuf* buf, object obj, Py_ssize_t depth) except -1:
     # Exact types first, in the pure twin's order.
     if PyLong_CheckExact(obj):
-        return _pack_int(buf, obj)
+        if _pack_int(buf, obj) == 0:
+            return 0
+        return _pack_big_int(enc, buf, obj, depth)
     if PyUnicode_CheckExact(obj):
         return _pack_str(buf, obj)
     if obj is None:
@@ -629,7 +742,7 @@ cdef int _pack(Encoder enc, WBuf* buf, object obj, Py_ssize_t depth) except -1:
         return _pack_tuple(enc, buf, <tuple>obj, depth)
     if PyDict_CheckExact(obj):
         return _pack_dict(enc, buf, <dict>obj, depth)
-    return _pack_other(enc, buf, obj, depth)
+    return _pack_other_p(enc, buf, obj, depth)
 
 
 # _pack seen as the plain C function it is (-1: exception set), so that
@@ -690,8 +803,15 @@ cdef class Encoder:
     Parameters:
         max_depth: deepest container nesting accepted (guards against
             cyclic structures); deeper values raise :class:`EncodeError`.
-        default: called with any value of an unsupported type; must return
-            an encodable replacement (for instance an :class:`ExtType`).
+        default: called with any value of an unsupported type, and with
+            ints outside -2**63..2**64-1; must return an encodable
+            replacement (for instance an :class:`ExtType`).
+        ext: the :class:`~fastrpc.wire.ext.ExtRegistry` of user types
+            (None: :data:`~fastrpc.wire.ext.default_registry`).
+        datetime: encode ``datetime.datetime`` as a timestamp (ext -1);
+            False leaves them to ``default``.
+        naive_datetime: a datetime without tzinfo is ``"error"`` (handed to
+            ``default``, else :class:`EncodeError`), ``"utc"`` or ``"local"``.
     """
 
     def __cinit__(self):
@@ -699,14 +819,36 @@ cdef class Encoder:
         self._max_depth_obj = DEFAULT_MAX_DEPTH
         wbuf_init(&self._scratch, NULL, 0)
         self._scratch_busy = False
+        self._ext_types = {}
+        self._datetime = True
 
     def __dealloc__(self):
         wbuf_release(&self._scratch)
 
-    def __init__(self, *, max_depth=DEFAULT_MAX_DEPTH, default=None):
+    def __init__(self, *, max_depth=DEFAULT_MAX_DEPTH, default=None, ext=None, datetime=True,
+                 naive_datetime="error"):
         _check_depth(max_depth)
         self.max_depth = max_depth
         self._default = default
+        self._registry = registry_of(ext)
+        self._ext_types = self._registry._types
+        self._naive = mode_number("naive_datetime", naive_datetime, NAIVE_MODES)
+        self._datetime = bool(datetime)
+
+    @property
+    def ext(self):
+        """The registry of user types this encoder consults."""
+        return self._registry
+
+    @property
+    def datetime(self):
+        """Whether datetimes are encoded as timestamps."""
+        return self._datetime
+
+    @property
+    def naive_datetime(self):
+        """How a datetime without tzinfo is treated."""
+        return NAIVE_MODES[self._naive]
 
     @property
     def max_depth(self):
@@ -763,7 +905,7 @@ cdef object _decode_utf8(const unsigned char* data, Py_ssize_t n):
     try:
         return PyUnicode_DecodeUTF8(<const char*>data, n, NULL)
     except UnicodeDecodeError as exc:
-        raise DecodeError(f"invalid UTF-8 in str: {exc.reason}") from None
+        raise InvalidUTF8(f"invalid UTF-8 in str: {exc.reason}") from None
 
 
 cdef enum:
@@ -802,7 +944,7 @@ cdef int _length_error(Decoder dec, int kind, int64_t n, Py_ssize_t avail,
             raise DecodeError(f"map of {n} pairs exceeds max_map_len={dec._max_map_len_obj}")
         if 2 * n > avail:  # every key and value takes at least one byte
             raise DecodeError(f"truncated input: map claims {n} pairs, {max(avail, 0)} bytes present")
-    raise DecodeError(f"nesting deeper than max_depth={dec._max_depth_obj}")
+    raise NestingTooDeep(f"nesting deeper than max_depth={dec._max_depth_obj}")
 
 
 cdef int _format_error(int which, unsigned int b) except -1:
@@ -837,14 +979,78 @@ cdef object _call_ext_hook(object hook, object code, object payload):
         raise DecodeError(f"ext_hook failed on ext type {code}: {exc!r}") from exc
 
 
+cdef inline bint _is_timestamp(const unsigned char* p, int64_t n) noexcept:
+    # A valid ext -1 payload: 4, 8 or 12 bytes, nanoseconds below 10**9
+    # (anything else stays an ext value, as ext.timestamp_parts() says).
+    if n == 4:
+        return True
+    if n == 8:
+        return (load_be64(p) >> 34) < 1000000000
+    if n == 12:
+        return load_be32(p) < 1000000000
+    return False
+
+
+cdef object _unpack_timestamp(Decoder dec, const unsigned char* p, int64_t n):
+    # A valid ext -1 payload (_is_timestamp), as the decoder's timestamp mode asks.
+    cdef int64_t sec
+    cdef uint64_t data64
+    cdef uint32_t ns
+    if n == 4:
+        sec = load_be32(p)
+        ns = 0
+    elif n == 8:
+        data64 = load_be64(p)
+        ns = <uint32_t>(data64 >> 34)
+        sec = <int64_t>(data64 & 0x3FFFFFFFFULL)
+    else:
+        ns = load_be32(p)
+        sec = <int64_t>load_be64(p + 4)
+    if dec._timestamp == TS_TIMESTAMP:
+        return timestamp_value(0, sec, ns)
+    try:
+        return timestamp_value(dec._timestamp, sec, ns)
+    except ValueError as exc:
+        raise DecodeError(str(exc)) from None
+
+
+cdef object _call_registered(tuple entry, object code, object payload):
+    try:
+        return entry[1](payload)
+    except Exception as exc:  # user code fed by the peer
+        raise DecodeError(
+            f"unpack function registered for ext type {code} ({entry[0].__qualname__}) failed: {exc!r}"
+        ) from exc
+
+
+cdef object _finish(Decoder dec, object out):
+    # A decoded array for use_list=False, or map for the object_hook.  One
+    # function with two callers, out of the recursive ones (the compiler
+    # inlines a function called once, which would grow their stack frames).
+    if PyList_CheckExact(out):
+        return PyList_AsTuple(out)
+    try:
+        return dec._object_hook(out)
+    except Exception as exc:  # user code fed by the peer
+        raise DecodeError(f"object_hook failed: {exc!r}") from exc
+
+
 cdef object _unpack_ext(Decoder dec, const unsigned char* data, Py_ssize_t* ppos,
                         Py_ssize_t pos, Py_ssize_t end, int64_t n):
     # data[pos] is the type code, the n data bytes follow it.
     if n > dec._max_ext_len or n + 1 > end - pos:
         _length_error(dec, K_EXT, n, end - pos, 0)
+    cdef PyObject* entry
+    if data[pos] == 0xFF and dec._timestamp != TS_EXT and _is_timestamp(data + pos + 1, n):
+        ppos[0] = pos + 1 + <Py_ssize_t>n
+        return _unpack_timestamp(dec, data + pos + 1, n)
     code = PyLong_FromLong(<int8_t>data[pos])
     payload = PyBytes_FromStringAndSize(<const char*>data + pos + 1, <Py_ssize_t>n)
     ppos[0] = pos + 1 + <Py_ssize_t>n
+    if data[pos] < 0x80 and PyDict_Size(dec._ext_codes):
+        entry = PyDict_GetItem(dec._ext_codes, code)
+        if entry != NULL:
+            return _call_registered(<tuple>entry, code, payload)
     hook = dec._ext_hook
     if hook is None:
         return ExtType(code, payload)
@@ -946,11 +1152,13 @@ cdef object _unpack_array(Decoder dec, const unsigned char* data, Py_ssize_t* pp
     depth += 1
     if depth >= GUARD_DEPTH:
         _fill_guarded(dec, out, data, ppos, end, <Py_ssize_t>n, depth)
-        return out
-    for i in range(<Py_ssize_t>n):
-        item = _unpack(dec, data, ppos, end, depth)
-        Py_INCREF(item)
-        PyList_SET_ITEM(out, i, item)
+    else:
+        for i in range(<Py_ssize_t>n):
+            item = _unpack(dec, data, ppos, end, depth)
+            Py_INCREF(item)
+            PyList_SET_ITEM(out, i, item)
+    if not dec._use_list:
+        return _finish(dec, out)
     return out
 
 
@@ -964,12 +1172,14 @@ cdef object _unpack_map(Decoder dec, const unsigned char* data, Py_ssize_t* ppos
     depth += 1
     if depth >= GUARD_DEPTH:
         _fill_guarded(dec, out, data, ppos, end, <Py_ssize_t>n, depth)
-        return out
-    for i in range(<Py_ssize_t>n):
-        key = _unpack_key(dec, data, ppos, end, depth)
-        value = _unpack(dec, data, ppos, end, depth)
-        if fr_DictSetItem(out, key, value) < 0:
-            _setitem_failed(key)
+    else:
+        for i in range(<Py_ssize_t>n):
+            key = _unpack_key(dec, data, ppos, end, depth)
+            value = _unpack(dec, data, ppos, end, depth)
+            if fr_DictSetItem(out, key, value) < 0:
+                _setitem_failed(key)
+    if dec._object_hook is not None:
+        return _finish(dec, out)
     return out
 
 
@@ -1091,7 +1301,7 @@ cdef int _unpack_failed() except -1:
     # DecodeError, as in the pure twin; anything else propagates as is.
     if PyErr_ExceptionMatches(RecursionError):
         PyErr_Clear()
-        raise DecodeError("value nested too deeply for the Python stack")
+        raise NestingTooDeep("value nested too deeply for the Python stack")
     return -1
 
 
@@ -1122,11 +1332,24 @@ cdef class Decoder:
         max_depth: deepest container nesting accepted.
         max_str_len, max_bin_len, max_array_len, max_map_len, max_ext_len:
             optional per-kind limits (``None``: bounded only by the input).
-        ext_hook: called as ``ext_hook(code, data)`` for extension values;
-            without it they decode to :class:`ExtType`.
+        ext_hook: called as ``ext_hook(code, data)`` for extension values
+            that are neither a timestamp nor a registered type; without it
+            they decode to :class:`ExtType`.
+        object_hook: called with every decoded map (a dict); its result
+            replaces the dict.
+        use_list: False decodes arrays as tuples.
+        timestamp: what ext -1 decodes to: ``"timestamp"`` (a
+            :class:`~fastrpc.wire.ext.Timestamp`), ``"datetime"`` (aware,
+            UTC), ``"float"`` or ``"ns"`` (seconds or integer nanoseconds
+            since the epoch) or ``"ext"`` (left as an ext value).
+        ext: the :class:`~fastrpc.wire.ext.ExtRegistry` of user types
+            (None: :data:`~fastrpc.wire.ext.default_registry`).
     """
 
     def __cinit__(self):
+        self._ext_codes = {}
+        self._use_list = True
+        self._timestamp = TS_TIMESTAMP
         self._max_depth = DEFAULT_MAX_DEPTH
         self._max_depth_obj = DEFAULT_MAX_DEPTH
         self._max_str_len = self._max_bin_len = self._max_array_len = NO_LIMIT
@@ -1144,6 +1367,10 @@ cdef class Decoder:
         max_map_len=None,
         max_ext_len=None,
         ext_hook=None,
+        object_hook=None,
+        use_list=True,
+        timestamp="timestamp",
+        ext=None,
     ):
         _check_depth(max_depth)
         self.max_depth = max_depth
@@ -1153,6 +1380,34 @@ cdef class Decoder:
         self.max_map_len = max_map_len
         self.max_ext_len = max_ext_len
         self._ext_hook = ext_hook
+        self._timestamp = mode_number("timestamp", timestamp, TIMESTAMP_MODES)
+        self._registry = registry_of(ext)
+        self._ext_codes = self._registry._codes
+        self._object_hook = object_hook
+        self._use_list = bool(use_list)
+
+    @property
+    def ext(self):
+        """The registry of user types this decoder consults."""
+        return self._registry
+
+    @property
+    def use_list(self):
+        """False: arrays decode as tuples."""
+        return self._use_list
+
+    @property
+    def timestamp(self):
+        """What ext -1 decodes to."""
+        return TIMESTAMP_MODES[self._timestamp]
+
+    @property
+    def object_hook(self):
+        return self._object_hook
+
+    @object_hook.setter
+    def object_hook(self, value):
+        self._object_hook = value
 
     # The attributes read like the pure twin's: a limit given as None reads
     # as 4294967295 (no limit).
@@ -1231,7 +1486,8 @@ cdef class Decoder:
         if FASTRPC_DEBUG:
             assert 0 < pos <= length, "decoder read past its input"
         if pos != length:
-            raise DecodeError(f"{length - pos} trailing byte(s) after the msgpack value")
+            raise ExtraData(f"{length - pos} trailing byte(s) after the msgpack value", obj,
+                            PyBytes_FromStringAndSize(<const char*>data + pos, length - pos))
         return obj
 
     def decode(self, data):
@@ -1258,8 +1514,10 @@ cdef Encoder _default_encoder = Encoder()
 cdef Decoder _default_decoder = Decoder()
 
 
-def packb(obj):
-    """Encode ``obj`` with default settings."""
+def packb(obj, **options):
+    """Encode ``obj``; keyword arguments as for :class:`Encoder`."""
+    if options:
+        return _encode(Encoder(**options), obj)
     return _encode(_default_encoder, obj)
 
 

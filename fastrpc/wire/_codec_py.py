@@ -9,19 +9,36 @@ smallest integer form, float64, str8/16/32 for text, bin8/16/32 for bytes.
 Decoding is bounded for untrusted input: every claimed length is checked
 against the bytes actually present before anything is allocated, nesting
 is limited by ``max_depth``, and optional per-kind length limits apply.
+
+Beyond msgpack's core types (see ``docs/types.md``): ``datetime`` and
+:class:`~fastrpc.wire.ext.Timestamp` as ext -1, user types registered in an
+:class:`~fastrpc.wire.ext.ExtRegistry`, ``default`` for any other value
+(ints past 64 bits included), ``object_hook``, ``use_list`` and
+``timestamp`` on decode.
 """
 
 from __future__ import annotations
 
 import math
 import struct
+from datetime import datetime as _DateTime
 from operator import attrgetter
 from typing import Any, Callable, Optional
 
 from .constants import DEFAULT_MAX_DEPTH, MAX_DEPTH_LIMIT, ExtType
-from ..errors import DecodeError, EncodeError
+from ..errors import DecodeError, EncodeError, ExtraData, InvalidUTF8, NestingTooDeep
+from .ext import (
+    NAIVE_MODES,
+    TIMESTAMP_MODES,
+    Timestamp,
+    datetime_parts,
+    mode_number,
+    registry_of,
+    timestamp_parts,
+    timestamp_value,
+)
 
-__all__ = ["Encoder", "Decoder", "packb", "unpackb", "ExtType"]
+__all__ = ["Encoder", "Decoder", "packb", "unpackb", "ExtType", "Timestamp"]
 
 _pack_B = struct.Struct(">B").pack
 _pack_H = struct.Struct(">H").pack
@@ -107,8 +124,15 @@ class Encoder:
     Parameters:
         max_depth: deepest container nesting accepted (guards against
             cyclic structures); deeper values raise :class:`EncodeError`.
-        default: called with any value of an unsupported type; must return
-            an encodable replacement (for instance an :class:`ExtType`).
+        default: called with any value of an unsupported type, and with
+            ints outside -2**63..2**64-1; must return an encodable
+            replacement (for instance an :class:`ExtType`).
+        ext: the :class:`~fastrpc.wire.ext.ExtRegistry` of user types
+            (None: :data:`~fastrpc.wire.ext.default_registry`).
+        datetime: encode ``datetime.datetime`` as a timestamp (ext -1);
+            False leaves them to ``default``.
+        naive_datetime: a datetime without tzinfo is ``"error"`` (handed to
+            ``default``, else :class:`EncodeError`), ``"utc"`` or ``"local"``.
     """
 
     max_depth = _max_depth_property()
@@ -118,10 +142,32 @@ class Encoder:
         *,
         max_depth: int = DEFAULT_MAX_DEPTH,
         default: Optional[Callable[[Any], Any]] = None,
+        ext: Any = None,
+        datetime: bool = True,
+        naive_datetime: str = "error",
     ) -> None:
         _check_depth(max_depth)
         self.max_depth = max_depth
         self.default = default
+        self._registry = registry_of(ext)
+        self._ext_types = self._registry._types
+        self._naive = mode_number("naive_datetime", naive_datetime, NAIVE_MODES)
+        self._datetime = bool(datetime)
+
+    @property
+    def ext(self) -> Any:
+        """The registry of user types this encoder consults."""
+        return self._registry
+
+    @property
+    def datetime(self) -> bool:
+        """Whether datetimes are encoded as timestamps."""
+        return self._datetime
+
+    @property
+    def naive_datetime(self) -> str:
+        """How a datetime without tzinfo is treated."""
+        return NAIVE_MODES[self._naive]
 
     def encode(self, obj: Any) -> bytes:
         """Return the msgpack encoding of ``obj``."""
@@ -142,7 +188,10 @@ class Encoder:
             if t is tuple or t is list:
                 self._pack_array(buf, obj, 0)
             elif t is int:
-                _pack_int(buf, obj)
+                try:
+                    _pack_int(buf, obj)
+                except _IntRange as exc:
+                    self._pack_default(buf, obj, 0, str(exc))
             else:
                 self._pack(buf, obj, 0)
         except RecursionError:
@@ -155,7 +204,10 @@ class Encoder:
     def _pack(self, buf: bytearray, obj: Any, depth: int) -> None:
         t = type(obj)
         if t is int:
-            _pack_int(buf, obj)
+            try:
+                _pack_int(buf, obj)
+            except _IntRange as exc:
+                self._pack_default(buf, obj, depth, str(exc))
         elif t is str:
             _pack_str(buf, obj)
         elif obj is None:
@@ -197,7 +249,10 @@ class Encoder:
                 if 0 <= item < 0x80:
                     buf.append(item)
                 else:
-                    _pack_int(buf, item)
+                    try:
+                        _pack_int(buf, item)
+                    except _IntRange as exc:
+                        self._pack_default(buf, item, depth, str(exc))
             else:
                 pack(buf, item, depth)
 
@@ -220,12 +275,21 @@ class Encoder:
             pack(buf, v, depth)
 
     def _pack_other(self, buf: bytearray, obj: Any, depth: int) -> None:
-        # Subclasses and less common types; order matters: bool before int,
-        # ExtType (a tuple subclass) before tuple.
+        # Subclasses and less common types; order matters: registered types
+        # first (exact type), bool before int, ExtType (a tuple subclass)
+        # before tuple.
+        if self._ext_types:
+            entry = self._ext_types.get(type(obj))
+            if entry is not None:
+                _pack_registered(buf, obj, entry)
+                return
         if isinstance(obj, bool):
             buf.append(0xC3 if obj else 0xC2)
         elif isinstance(obj, int):
-            _pack_int(buf, int(obj))
+            try:
+                _pack_int(buf, int(obj))
+            except _IntRange as exc:
+                self._pack_default(buf, obj, depth, str(exc))
         elif isinstance(obj, float):
             buf += b"\xcb" + _pack_d(float(obj))
         elif isinstance(obj, str):
@@ -238,15 +302,66 @@ class Encoder:
             self._pack_array(buf, obj, depth)
         elif isinstance(obj, dict):
             self._pack_map(buf, obj, depth)
-        elif self.default is not None:
-            if depth >= self._max_depth:
-                raise EncodeError(f"nesting deeper than max_depth={self._max_depth}")
-            replacement = self.default(obj)
-            if type(replacement) is type(obj) and replacement is obj:
-                raise EncodeError(f"cannot encode object of type {type(obj).__name__}")
-            self._pack(buf, replacement, depth + 1)
+        elif isinstance(obj, Timestamp):
+            _pack_timestamp(buf, obj._seconds, obj._nanoseconds)
+        elif self._datetime and isinstance(obj, _DateTime):
+            parts = datetime_parts(obj, self._naive)
+            if parts is None:
+                self._pack_default(buf, obj, depth, _naive_message(obj))
+            else:
+                _pack_timestamp(buf, parts[0], parts[1])
         else:
+            self._pack_default(buf, obj, depth, f"cannot encode object of type {type(obj).__name__}")
+
+    def _pack_default(self, buf: bytearray, obj: Any, depth: int, message: str) -> None:
+        # The value has no encoding of its own: its replacement by the default
+        # hook, or EncodeError(message).
+        if self.default is None:
+            raise EncodeError(message)
+        if depth >= self._max_depth:
+            raise EncodeError(f"nesting deeper than max_depth={self._max_depth}")
+        replacement = self.default(obj)
+        if type(replacement) is type(obj) and replacement is obj:
             raise EncodeError(f"cannot encode object of type {type(obj).__name__}")
+        self._pack(buf, replacement, depth + 1)
+
+
+class _IntRange(EncodeError):
+    # An int outside msgpack's range: handed to the default hook if any.
+    pass
+
+
+def _naive_message(obj: Any) -> str:
+    return (
+        f"cannot encode naive datetime {obj!r} where tzinfo=None: give it a tzinfo, "
+        "or use Encoder(naive_datetime='utc' or 'local')"
+    )
+
+
+def _pack_timestamp(buf: bytearray, seconds: int, nanoseconds: int) -> None:
+    # ext -1 in its smallest form, as msgpack writes it.
+    if seconds >> 34 == 0:
+        data64 = nanoseconds << 34 | seconds
+        if data64 & 0xFFFFFFFF00000000 == 0:
+            buf += b"\xd6\xff" + _pack_I(data64)
+        else:
+            buf += b"\xd7\xff" + _pack_Q(data64)
+    elif -0x8000000000000000 <= seconds <= 0x7FFFFFFFFFFFFFFF:
+        buf += b"\xc7\x0c\xff" + _pack_I(nanoseconds) + _pack_q(seconds)
+    else:  # only a Timestamp whose fields were changed behind its back
+        raise EncodeError("timestamp seconds outside the int64 range")
+
+
+def _pack_registered(buf: bytearray, obj: Any, entry: Any) -> None:
+    code, pack = entry
+    data = pack(obj)
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise EncodeError(
+            f"pack function registered for {type(obj).__name__} returned {type(data).__name__}, not bytes"
+        )
+    if isinstance(data, memoryview):
+        data = data.tobytes()
+    _pack_ext(buf, code, data)
 
 
 def _check_limit(name: str, value: Any) -> None:
@@ -276,7 +391,7 @@ def _pack_int(buf: bytearray, n: int) -> None:
         elif n <= 0xFFFFFFFFFFFFFFFF:
             buf += b"\xcf" + _pack_Q(n)
         else:
-            raise EncodeError("integer too large for msgpack (max 2**64-1)")
+            raise _IntRange("integer too large for msgpack (max 2**64-1)")
     else:
         if n >= -32:
             buf.append(n & 0xFF)
@@ -289,7 +404,7 @@ def _pack_int(buf: bytearray, n: int) -> None:
         elif n >= -0x8000000000000000:
             buf += b"\xd3" + _pack_q(n)
         else:
-            raise EncodeError("integer too small for msgpack (min -2**63)")
+            raise _IntRange("integer too small for msgpack (min -2**63)")
 
 
 def _pack_str(buf: bytearray, s: str) -> None:
@@ -413,8 +528,18 @@ class Decoder:
         max_depth: deepest container nesting accepted.
         max_str_len, max_bin_len, max_array_len, max_map_len, max_ext_len:
             optional per-kind limits (``None``: bounded only by the input).
-        ext_hook: called as ``ext_hook(code, data)`` for extension values;
-            without it they decode to :class:`ExtType`.
+        ext_hook: called as ``ext_hook(code, data)`` for extension values
+            that are neither a timestamp nor a registered type; without it
+            they decode to :class:`ExtType`.
+        object_hook: called with every decoded map (a dict); its result
+            replaces the dict.
+        use_list: False decodes arrays as tuples.
+        timestamp: what ext -1 decodes to: ``"timestamp"`` (a
+            :class:`~fastrpc.wire.ext.Timestamp`), ``"datetime"`` (aware,
+            UTC), ``"float"`` or ``"ns"`` (seconds or integer nanoseconds
+            since the epoch) or ``"ext"`` (left as an ext value).
+        ext: the :class:`~fastrpc.wire.ext.ExtRegistry` of user types
+            (None: :data:`~fastrpc.wire.ext.default_registry`).
     """
 
     max_depth = _max_depth_property()
@@ -434,6 +559,10 @@ class Decoder:
         max_map_len: Optional[int] = None,
         max_ext_len: Optional[int] = None,
         ext_hook: Optional[Callable[[int, bytes], Any]] = None,
+        object_hook: Optional[Callable[[dict], Any]] = None,
+        use_list: bool = True,
+        timestamp: str = "timestamp",
+        ext: Any = None,
     ) -> None:
         _check_depth(max_depth)
         self.max_depth = max_depth
@@ -454,6 +583,26 @@ class Decoder:
         self._max_map_len = _NO_LIMIT if max_map_len is None else max_map_len
         self._max_ext_len = _NO_LIMIT if max_ext_len is None else max_ext_len
         self.ext_hook = ext_hook
+        self._timestamp = mode_number("timestamp", timestamp, TIMESTAMP_MODES)
+        self._registry = registry_of(ext)
+        self._ext_codes = self._registry._codes
+        self.object_hook = object_hook
+        self._use_list = bool(use_list)
+
+    @property
+    def ext(self) -> Any:
+        """The registry of user types this decoder consults."""
+        return self._registry
+
+    @property
+    def use_list(self) -> bool:
+        """False: arrays decode as tuples."""
+        return self._use_list
+
+    @property
+    def timestamp(self) -> str:
+        """What ext -1 decodes to."""
+        return TIMESTAMP_MODES[self._timestamp]
 
     def decode(self, data: Any) -> Any:
         """Decode exactly one value that fills all of ``data``."""
@@ -478,7 +627,7 @@ class Decoder:
                 return data[start + 1]
         elif b == 0xCE and end - start == 5:
             return _unpack_I(data, start + 1)[0]
-        if 0x90 <= b <= 0x9F and self._max_depth > 0 and self._max_array_len >= 15 and self._max_str_len >= 31:
+        if 0x90 <= b <= 0x9F and self._use_list and self._max_depth > 0 and self._max_array_len >= 15 and self._max_str_len >= 31:
             # _flat_array checks no limits: it is used only where none can
             # apply to a fixarray (at most 15 items) of scalars and fixstrs
             # (max_depth > 0, not merely true: -1 or -0.5 may be assigned).
@@ -488,9 +637,9 @@ class Decoder:
         try:
             obj, pos = self._decode(data, start, end, 0)
         except RecursionError:
-            raise DecodeError("value nested too deeply for the Python stack") from None
+            raise NestingTooDeep("value nested too deeply for the Python stack") from None
         if pos != end:
-            raise DecodeError(f"{end - pos} trailing byte(s) after the msgpack value")
+            raise ExtraData(f"{end - pos} trailing byte(s) after the msgpack value", obj, data[pos:end])
         return obj
 
     def _decode(self, data: bytes, pos: int, end: int, depth: int):
@@ -576,7 +725,7 @@ class Decoder:
         try:
             return data[pos:stop].decode("utf-8"), stop
         except UnicodeDecodeError as exc:
-            raise DecodeError(f"invalid UTF-8 in str: {exc.reason}") from None
+            raise InvalidUTF8(f"invalid UTF-8 in str: {exc.reason}") from None
 
     def _bin(self, data: bytes, pos: int, end: int, n: int):
         if n > self._max_bin_len:
@@ -594,6 +743,22 @@ class Decoder:
             raise DecodeError(f"truncated input: ext claims {n} bytes, {max(end - pos - 1, 0)} present")
         code = _unpack_b(data, pos)[0]
         payload = data[pos + 1 : stop]
+        if code == -1 and self._timestamp != 4:
+            parts = timestamp_parts(payload)
+            if parts is not None:
+                try:
+                    return timestamp_value(self._timestamp, parts[0], parts[1]), stop
+                except ValueError as exc:  # a datetime out of range
+                    raise DecodeError(str(exc)) from None
+        elif code >= 0 and self._ext_codes:
+            entry = self._ext_codes.get(code)
+            if entry is not None:
+                try:
+                    return entry[1](payload), stop
+                except Exception as exc:  # noqa: BLE001 - user code fed by the peer
+                    raise DecodeError(
+                        f"unpack function registered for ext type {code} ({entry[0].__qualname__}) failed: {exc!r}"
+                    ) from exc
         if self.ext_hook is not None:
             try:
                 return self.ext_hook(code, payload), stop
@@ -607,7 +772,7 @@ class Decoder:
         if n > end - pos:  # every item takes at least one byte
             raise DecodeError(f"truncated input: array claims {n} items, {max(end - pos, 0)} bytes present")
         if depth >= self._max_depth:
-            raise DecodeError(f"nesting deeper than max_depth={self._max_depth}")
+            raise NestingTooDeep(f"nesting deeper than max_depth={self._max_depth}")
         depth += 1
         out = []
         append = out.append
@@ -619,6 +784,8 @@ class Decoder:
             else:
                 item, pos = decode(data, pos, end, depth)
                 append(item)
+        if not self._use_list:
+            return tuple(out), pos
         return out, pos
 
     def _map(self, data: bytes, pos: int, end: int, n: int, depth: int):
@@ -627,7 +794,7 @@ class Decoder:
         if 2 * n > end - pos:  # every key and value takes at least one byte
             raise DecodeError(f"truncated input: map claims {n} pairs, {max(end - pos, 0)} bytes present")
         if depth >= self._max_depth:
-            raise DecodeError(f"nesting deeper than max_depth={self._max_depth}")
+            raise NestingTooDeep(f"nesting deeper than max_depth={self._max_depth}")
         depth += 1
         out = {}
         decode = self._decode
@@ -638,6 +805,11 @@ class Decoder:
                 out[key] = value
             except TypeError:
                 raise DecodeError(f"unhashable map key of type {type(key).__name__}") from None
+        if self.object_hook is not None:
+            try:
+                return self.object_hook(out), pos
+            except Exception as exc:  # noqa: BLE001 - user code fed by the peer
+                raise DecodeError(f"object_hook failed: {exc!r}") from exc
         return out, pos
 
 
@@ -657,8 +829,10 @@ _default_encoder = Encoder()
 _default_decoder = Decoder()
 
 
-def packb(obj: Any) -> bytes:
-    """Encode ``obj`` with default settings."""
+def packb(obj: Any, **options: Any) -> bytes:
+    """Encode ``obj``; keyword arguments as for :class:`Encoder`."""
+    if options:
+        return Encoder(**options).encode(obj)
     return _default_encoder.encode(obj)
 
 

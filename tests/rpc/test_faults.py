@@ -221,7 +221,7 @@ def test_garbage_from_a_client_closes_only_that_connection(run):
         try:
             good = await fastrpc.connect(address)
             host, port = address[6:].rsplit(":", 1)
-            for garbage in (b"GET / HTTP/1.1\r\n\r\n", b"\x00" * 64, fastrpc.wire.constants.PREFACE + b"\xff" * 32):
+            for garbage in (b"SSH-2.0-OpenSSH_9.6\r\n", b"\x00" * 64, fastrpc.wire.constants.PREFACE + b"\xff" * 32):
                 reader, writer = await asyncio.open_connection(host, int(port))
                 writer.write(garbage)
                 while await asyncio.wait_for(reader.read(65536), 5):

@@ -239,7 +239,7 @@ def test_protocol_errors_and_lost_connections_are_logged(run, caplog):
             loop = asyncio.get_running_loop()
             sock = socket.create_connection((host, port))
             sock.setblocking(False)
-            await loop.sock_sendall(sock, b"GET / HTTP/1.1\r\n\r\n")
+            await loop.sock_sendall(sock, b"SSH-2.0-OpenSSH_9.6\r\n")  # (HTTP would be the gateway's)
             for _ in range(200):
                 try:
                     if not await asyncio.wait_for(loop.sock_recv(sock, 4096), 0.05):

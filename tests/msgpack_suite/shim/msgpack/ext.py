@@ -1,0 +1,5 @@
+"""msgpack.ext names mapped onto fastrpc (shim)."""
+
+from fastrpc import ExtType, Timestamp
+
+__all__ = ["ExtType", "Timestamp"]
