@@ -125,6 +125,15 @@ def build_servers() -> List[Server]:
         ]
         servers.append(s)
 
+    # Other protocols' clients on fastrpc's port (protocol sniffing): aiorpc's
+    # own msgpack-rpc client against the fastrpc server, beside it against
+    # aiorpc's server (below).
+    s = Server(
+        "fastrpc-msgpack-rpc", _py("benchmarks.peers.fastrpc_peer", "server", "--plain-names"), _env(False), speaks_fastrpc=True
+    )
+    s.clients.append(System("aiorpc client -> fastrpc server (msgpack-rpc)", _py("benchmarks.peers.aiorpc_peer", "client")))
+    servers.append(s)
+
     for codec, label in (("gob", "Go net/rpc (gob)"), ("json", "Go net/rpc/jsonrpc")):
         s = Server(f"go-{codec}", [os.path.join(GO_BIN, "server"), "-codec", codec], _env(False))
         s.clients.append(System(label, [os.path.join(GO_BIN, "client"), "-codec", codec]))

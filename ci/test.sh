@@ -123,6 +123,9 @@ echo "== balancing: pick costs, W2 through a balanced client, a slow server's sh
 "$PY" -m benchmarks.balanced --quick
 "$PY" -m benchmarks.workers --quick
 
+echo "== the HTTP gateway against aiohttp (smoke run)"
+"$PY" -m benchmarks.gateway --quick
+
 echo "== head-to-head tool (smoke run)"
 "$PY" -m benchmarks.versus "fastrpc Cython: Client (sync)" "floor (uvloop)" --pairs 2 --duration 0.1
 

@@ -39,6 +39,12 @@ class Bench:
 async def _serve(args) -> None:
     server = fastrpc.Server()
     server.register(Bench())
+    if getattr(args, "plain_names", False):
+        # For other protocols' clients on the same port (aiorpc's msgpack-rpc
+        # client calls "add" and "echo", not "Bench.add").
+        bench = Bench()
+        server.register_function(bench.add, "add")
+        server.register_function(bench.echo, "echo")
     address = await server.start(f"tcp://{_common.HOST}:{args.port}", backlog=4096)
     _common.print_ready(int(address.rsplit(":", 1)[1]))
     await _common.wait_for_stop_async()
@@ -139,7 +145,11 @@ def main(argv=None) -> int:
         _common.add_loop_arg(p)
         p.add_argument("--client", choices=("async", "sync", "pool"), default="async")
 
-    args = _common.parse_args(SYSTEM, argv, add_server_args=_common.add_loop_arg, add_client_args=client_args)
+    def server_args(p):
+        _common.add_loop_arg(p)
+        p.add_argument("--plain-names", action="store_true", help="also serve add and echo under those names (msgpack-rpc clients)")
+
+    args = _common.parse_args(SYSTEM, argv, add_server_args=server_args, add_client_args=client_args)
     return serve(args) if args.role == "server" else client(args)
 
 

@@ -107,7 +107,9 @@ class Load:
 
     ``latency`` is a peak-sensitive moving average (Finagle's peak EWMA): a
     slower answer than the average raises it at once, faster ones pull it
-    down with a time constant of ``decay`` seconds, and time without
+    down with a time constant of ``decay`` seconds (default 1: Finagle's
+    10 s kept a server that answered late once, because its client thread
+    waited for the GIL, looking slow for most of a short run), and time without
     answers decays it toward zero, so that an endpoint once slow is tried
     again.  ``calls``, ``failures`` and ``consecutive_failures`` feed outlier
     detection; the ejection fields belong to it.
