@@ -12,9 +12,13 @@ the answer to a call.
 
 from __future__ import annotations
 
+import base64
+import datetime
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
+from .._impl import packb
 from ..wire import constants as W
+from ..wire.ext import Timestamp, default_registry
 
 __all__ = ["Call", "Codec", "Fed", "ProtocolError", "match_prefix", "method_candidates", "spread"]
 
@@ -170,3 +174,47 @@ def spread(params: List[Any], names: Optional[Sequence[str]]) -> Tuple[List[Any]
             return params, None
         kwargs[target] = value
     return [], kwargs
+
+
+# -- JSON ------------------------------------------------------------------------------
+
+
+def json_default(value: Any) -> Any:
+    """The JSON form of what JSON has no type for (``docs/types.md``, "JSON
+    paths"), for every JSON protocol on the port (HTTP, JSON-RPC): bytes as
+    base64; aware datetimes and :class:`~fastrpc.Timestamp` as RFC 3339 in
+    UTC with a ``Z``; dates as ISO dates; registered extension types as
+    ``{"$ext": code, "data": base64}`` (an :class:`~fastrpc.ExtType` value
+    is a tuple, which JSON encoders write as the array ``[code, data]``
+    before asking: its data as base64).
+    TypeError for anything else (and for naive datetimes)."""
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return base64.b64encode(value).decode("ascii")
+    if isinstance(value, datetime.datetime):
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise TypeError("a naive datetime (no tzinfo) has no RFC 3339 form")
+        utc = value.astimezone(datetime.timezone.utc).replace(tzinfo=None)
+        return utc.isoformat() + "Z"  # UTC, Z, a fraction only when non-zero
+    if isinstance(value, datetime.date):
+        return value.isoformat()
+    if isinstance(value, Timestamp):
+        whole = datetime.datetime(1970, 1, 1) + datetime.timedelta(seconds=value.seconds)
+        if not 1 <= whole.year <= 9999:  # pragma: no cover - timedelta refuses first
+            raise TypeError(f"{value!r} is outside the years RFC 3339 can write")
+        text = whole.strftime("%Y-%m-%dT%H:%M:%S")
+        return f"{text}.{value.nanoseconds:09d}Z" if value.nanoseconds else text + "Z"
+    if default_registry.code_of(type(value)) is not None:
+        code, data = _ext_parts(packb(value))  # the registered pack, framed as its ext
+        return {"$ext": code, "data": base64.b64encode(data).decode("ascii")}
+    raise TypeError(f"a {type(value).__name__} cannot be carried in JSON")
+
+
+#: msgpack's ext headers: first byte -> (length of the length field, fixed data length)
+_EXT_HEADERS = {0xD4: (0, 1), 0xD5: (0, 2), 0xD6: (0, 4), 0xD7: (0, 8), 0xD8: (0, 16), 0xC7: (1, 0), 0xC8: (2, 0), 0xC9: (4, 0)}
+
+
+def _ext_parts(packed: bytes) -> Tuple[int, bytes]:
+    # (code, data) of one packed ext value.
+    size_len, fixed = _EXT_HEADERS[packed[0]]
+    code = int.from_bytes(packed[1 + size_len : 2 + size_len], "big", signed=True)
+    return code, packed[2 + size_len : 2 + size_len + (fixed or int.from_bytes(packed[1 : 1 + size_len], "big"))]

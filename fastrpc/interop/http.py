@@ -40,7 +40,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from .._impl import Decoder, Encoder
 from ..errors import CodecError, StatusCode, code_name
-from .base import Call, match_prefix
+from .base import Call, json_default, match_prefix
 
 try:  # the optional dependency: pip install fastrpc[http]
     import httptools
@@ -134,20 +134,7 @@ _MISSING: Any = object()
 # -- JSON ----------------------------------------------------------------------------
 
 
-def _default(value: Any) -> Any:
-    if isinstance(value, (bytes, bytearray, memoryview)):
-        return base64.b64encode(value).decode("ascii")
-    if isinstance(value, datetime.datetime):
-        if value.tzinfo is None or value.utcoffset() is None:
-            raise TypeError("a naive datetime (no tzinfo) has no RFC 3339 form")
-        utc = value.astimezone(datetime.timezone.utc).replace(tzinfo=None)
-        return utc.isoformat() + "Z"  # docs/types.md: UTC, Z, a fraction only when non-zero
-    if isinstance(value, datetime.date):
-        return value.isoformat()
-    raise TypeError(f"a {type(value).__name__} cannot be carried in JSON")
-
-
-_dumps = json.JSONEncoder(separators=(",", ":"), allow_nan=False, ensure_ascii=False, default=_default).encode
+_dumps = json.JSONEncoder(separators=(",", ":"), allow_nan=False, ensure_ascii=False, default=json_default).encode
 
 
 def to_json(value: Any) -> bytes:

@@ -41,7 +41,7 @@ import re
 from typing import Any, Dict, List, Optional, Union
 
 from ..errors import EncodeError, FrameTooLarge, StatusCode, code_name
-from .base import Call, Codec, Fed, ProtocolError, match_prefix, spread
+from .base import Call, Codec, Fed, ProtocolError, json_default, match_prefix, spread
 
 __all__ = ["JsonRpcCodec", "match"]
 
@@ -57,7 +57,7 @@ _INSIDE = re.compile(rb'["\\]')
 _SPACE = b" \t\r\n"
 _MISSING = object()
 
-_encode = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
+_encode = json.JSONEncoder(separators=(",", ":"), allow_nan=False, default=json_default).encode
 
 
 class _ObjectScanner:

@@ -51,6 +51,11 @@ class Arith:
     def raw(self) -> bytes:
         return b"\x00\xff"
 
+    def naive(self) -> Any:
+        import datetime
+
+        return datetime.datetime(2026, 12, 1)  # no time zone: no RFC 3339 form
+
     async def later(self, seconds: float, value: Any) -> Any:
         await asyncio.sleep(seconds)
         return value
@@ -344,15 +349,17 @@ def test_jsonrpc_notifications_and_errors_keep_the_connection(run):
         try:
             payload = (
                 b'{"method":"Recorder.note","params":["n1"],"id":null}'
-                b'  \r\n\t{"method":"Arith.raw","params":[],"id":1}'  # bytes are not JSON: INTERNAL
+                b'  \r\n\t{"method":"Arith.raw","params":[],"id":1}'  # bytes: base64 (docs/types.md)
+                b'{"method":"Arith.naive","params":[],"id":5}'  # a naive datetime has no JSON form: INTERNAL
                 b'{"method":5,"params":[],"id":2}'  # wrong type: answered, the stream goes on
                 b'{"method":"Arith.multiply","params":[1,2]}'  # no id: answered with id null
                 b'{"method":"Arith.strict","params":[{"A":-3}],"id":3}'
                 b'{"method":"Recorder.seen","params":[],"id":4}'
             )
-            got = await _json_exchange(where, payload, 5)
+            got = await _json_exchange(where, payload, 6)
             by_id = {a["id"]: a for a in got}
-            assert by_id[1]["error"].startswith("INTERNAL: Arith.raw: cannot encode the result")
+            assert by_id[1]["result"] == "AP8=" and by_id[1]["error"] is None
+            assert by_id[5]["error"].startswith("INTERNAL: Arith.naive: cannot encode the result")
             assert by_id[2]["error"].startswith("INVALID_ARGUMENT: jsonrpc:")
             assert by_id[None]["error"].startswith("INVALID_ARGUMENT: jsonrpc: a request needs an id")
             assert by_id[3]["error"] == "INVALID_ARGUMENT: a must be positive, not -3"
