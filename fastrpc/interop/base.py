@@ -20,7 +20,7 @@ from .._impl import packb
 from ..wire import constants as W
 from ..wire.ext import Timestamp, default_registry
 
-__all__ = ["Call", "Codec", "Fed", "ProtocolError", "match_prefix", "method_candidates", "spread"]
+__all__ = ["Call", "Codec", "Fed", "ProtocolError", "json_default", "match_prefix", "method_candidates", "over_limits", "spread"]
 
 _REQUEST = int(W.MsgType.REQUEST)
 _NOTIFY = int(W.MsgType.NOTIFY)
@@ -218,3 +218,30 @@ def _ext_parts(packed: bytes) -> Tuple[int, bytes]:
     size_len, fixed = _EXT_HEADERS[packed[0]]
     code = int.from_bytes(packed[1 + size_len : 2 + size_len], "big", signed=True)
     return code, packed[2 + size_len : 2 + size_len + (fixed or int.from_bytes(packed[1 : 1 + size_len], "big"))]
+
+
+def over_limits(value: Any, limits: Dict[str, Any]) -> Optional[str]:
+    """What in a decoded JSON ``value`` breaks the server's per-kind
+    decoding limits (``max_str_len``, ``max_array_len``, ``max_map_len``),
+    else None: JSON is not read by the bounded msgpack decoder, so every
+    JSON protocol checks them here."""
+    max_str = limits.get("max_str_len")
+    max_array = limits.get("max_array_len")
+    max_map = limits.get("max_map_len")
+    todo = [value]
+    while todo:
+        v = todo.pop()
+        t = type(v)
+        if t is str:
+            if max_str is not None and len(v) > max_str:
+                return f"a string of {len(v)} characters is over max_str_len={max_str}"
+        elif t is list:
+            if max_array is not None and len(v) > max_array:
+                return f"an array of {len(v)} items is over max_array_len={max_array}"
+            todo.extend(v)
+        elif t is dict:
+            if max_map is not None and len(v) > max_map:
+                return f"an object of {len(v)} keys is over max_map_len={max_map}"
+            todo.extend(v.keys())
+            todo.extend(v.values())
+    return None

@@ -30,8 +30,6 @@ JSON gives (no string is turned back into bytes or a datetime).
 
 from __future__ import annotations
 
-import base64
-import datetime
 import json
 import math
 import time
@@ -40,7 +38,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from .._impl import Decoder, Encoder
 from ..errors import CodecError, StatusCode, code_name
-from .base import Call, json_default, match_prefix
+from .base import Call, json_default, over_limits, match_prefix
 
 try:  # the optional dependency: pip install fastrpc[http]
     import httptools
@@ -614,7 +612,7 @@ class HttpCodec:
             self._fail(ex, _INVALID_ARGUMENT, "the body is an array (positional arguments) or an object (keyword arguments)")
             return
         if not ex.msgpack and self._limits:
-            why = _over_limits(value, self._limits)
+            why = over_limits(value, self._limits)
             if why is not None:
                 self._fail(ex, _INVALID_ARGUMENT, why)
                 return
@@ -701,7 +699,7 @@ class HttpCodec:
             ex.parts.append(_jsonrpc_error(rid if good_id else None, INVALID_REQUEST, why, _INVALID_ARGUMENT))
             return
         if self._limits and params is not _MISSING:
-            over = _over_limits(params, self._limits)
+            over = over_limits(params, self._limits)
             if over is not None:
                 ex.parts.append(None if notify else _jsonrpc_error(rid, INVALID_PARAMS, f"Invalid params: {over}", _INVALID_ARGUMENT))
                 return
@@ -814,31 +812,3 @@ _ROUTES = {
     "/metrics": "metrics",
     "/debug/rpc": "debug",
 }
-
-
-def _over_limits(value: Any, limits: Dict[str, Any]) -> Optional[str]:
-    """What in a decoded JSON ``value`` breaks the server's per-kind
-    decoding limits, else None (JSON is not read by the bounded msgpack
-    decoder, so they are checked here)."""
-    max_str = limits.get("max_str_len")
-    max_array = limits.get("max_array_len")
-    max_map = limits.get("max_map_len")
-    if max_str is None and max_array is None and max_map is None:
-        return None
-    todo = [value]
-    while todo:
-        v = todo.pop()
-        t = type(v)
-        if t is str:
-            if max_str is not None and len(v) > max_str:
-                return f"a string of {len(v)} characters is over max_str_len={max_str}"
-        elif t is list:
-            if max_array is not None and len(v) > max_array:
-                return f"an array of {len(v)} items is over max_array_len={max_array}"
-            todo.extend(v)
-        elif t is dict:
-            if max_map is not None and len(v) > max_map:
-                return f"an object of {len(v)} keys is over max_map_len={max_map}"
-            todo.extend(v.keys())
-            todo.extend(v.values())
-    return None

@@ -38,10 +38,10 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any, Dict, List, Optional, Union
+from typing import Any, Dict, List, Union
 
 from ..errors import EncodeError, FrameTooLarge, StatusCode, code_name
-from .base import Call, Codec, Fed, ProtocolError, json_default, match_prefix, spread
+from .base import Call, Codec, Fed, ProtocolError, json_default, over_limits, match_prefix, spread
 
 __all__ = ["JsonRpcCodec", "match"]
 
@@ -188,7 +188,7 @@ class JsonRpcCodec(Codec):
                 return None
             return self.error(rid, _INVALID_ARGUMENT, "jsonrpc: a request has a string method and an array of params")
         if self._kind_limits:
-            why = _over_limits(params, self._kind_limits)
+            why = over_limits(params, self._kind_limits)
             if why is not None:
                 return None if notify else self.error(rid, _INVALID_ARGUMENT, f"jsonrpc: {why}")
         name = self.name_of(method)
@@ -210,28 +210,3 @@ class JsonRpcCodec(Codec):
     def error(self, foreign_id: Any, code: int, message: str) -> bytes:
         text = f"{code_name(code)}: {message}"
         return (_encode({"id": foreign_id, "result": None, "error": text}) + "\n").encode()
-
-
-def _over_limits(value: Any, limits: Dict[str, int]) -> Optional[str]:
-    """What in ``value`` breaks the server's per-kind decoding limits
-    (``max_str_len``, ``max_array_len``, ``max_map_len``), else None."""
-    max_str = limits.get("max_str_len")
-    max_array = limits.get("max_array_len")
-    max_map = limits.get("max_map_len")
-    todo = [value]
-    while todo:
-        v = todo.pop()
-        t = type(v)
-        if t is str:
-            if max_str is not None and len(v) > max_str:
-                return f"a string of {len(v)} characters is over max_str_len={max_str}"
-        elif t is list:
-            if max_array is not None and len(v) > max_array:
-                return f"an array of {len(v)} items is over max_array_len={max_array}"
-            todo.extend(v)
-        elif t is dict:
-            if max_map is not None and len(v) > max_map:
-                return f"an object of {len(v)} keys is over max_map_len={max_map}"
-            todo.extend(v.keys())
-            todo.extend(v.values())
-    return None
