@@ -22,6 +22,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import fastrpc
 from fastrpc.wire.constants import DEFAULT_MAX_DEPTH, ExtType
 from fastrpc.errors import CodecError, DecodeError, EncodeError, FastRPCError
 
@@ -35,8 +36,14 @@ def scaled(fraction):
 
 
 def normalize(obj):
-    """What a value decodes to: tuples become lists, bytes-likes bytes."""
+    """What a value decodes to: tuples become lists, bytes-likes bytes, a
+    valid timestamp payload of ext -1 a fastrpc.Timestamp."""
     if isinstance(obj, ExtType):
+        if obj.code == -1 and len(obj.data) in (4, 8, 12):
+            try:
+                return fastrpc.Timestamp.from_bytes(bytes(obj.data))
+            except ValueError:
+                pass  # not a valid timestamp: stays an ExtType
         return ExtType(obj.code, obj.data)
     if isinstance(obj, (list, tuple)):
         return [normalize(x) for x in obj]

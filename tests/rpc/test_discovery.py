@@ -147,7 +147,12 @@ def test_sigkill_one_of_three_under_p2c(run, etcd, tmp_path):
             proc = spawn()
             await loop.run_in_executor(None, proc.stdout.readline)  # listening and registered
         client = fastrpc.AsyncClient(
-            f"etcd://{etcd.endpoint}/who", balancer="p2c", retry=fastrpc.RetryPolicy(max_attempts=3, initial_backoff=0.01), timeout=5.0
+            f"etcd://{etcd.endpoint}/who",
+            balancer="p2c",
+            # A budget that lets every call in flight on the dead server be
+            # retried (the default throttles retries once 5 fail together).
+            retry=fastrpc.RetryPolicy(max_attempts=3, initial_backoff=0.01, budget=fastrpc.RetryBudget(max_tokens=100)),
+            timeout=5.0,
         )
         plain = fastrpc.AsyncClient(f"etcd://{etcd.endpoint}/who", balancer="p2c", timeout=5.0)
         await client.connect()
